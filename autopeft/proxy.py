@@ -1,0 +1,188 @@
+"""The cheap proxy training run every candidate gets: plain torch loop over pre-tokenised data."""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .adapters import PEFTConfig, apply_adapters, get_adapter_kind
+from .config import ProxyConfig, StudyConfig
+from .data import EncodedSplit, TaskData, build_task_data, encode, iter_batches
+from .errors import TrialFailed
+from .memory import estimate_step_memory, measure_step_memory
+from .metrics import chance_level, get_metric
+from .models import ModelInfo, load_model, model_info
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METRIC = {"classification": "accuracy", "regression": "pearson"}
+
+
+@dataclass
+class ProxyResult:
+    """What one proxy run measured. ``score`` is on the validation split."""
+
+    score: float
+    params: int
+    memory: int | None
+    memory_estimate: int
+    seconds: float
+    train_loss: float
+    steps: int
+    examples: int
+    epochs: float
+    chance: float
+    memory_detail: dict[str, int] = field(default_factory=dict)
+
+    def objectives(self) -> dict[str, float]:
+        return {"score": self.score, "params": self.params, "memory": self.memory, "memory_estimate": self.memory_estimate}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class ProxyTrainer:
+    """Holds the base model, tokenizer and encoded data once; ``run`` trains one candidate on a copy."""
+
+    def __init__(self, cfg: StudyConfig):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        if cfg.proxy.threads:
+            torch.set_num_threads(cfg.proxy.threads)
+        self.task: TaskData = build_task_data(cfg.task.data, cfg.task.type, cfg.base_dir)
+        self.metric_name = cfg.task.metric or DEFAULT_METRIC[cfg.task.type]
+        self.metric = get_metric(self.metric_name)
+        num_labels = 1 if self.task.regression else self.task.num_labels
+        problem = "regression" if self.task.regression else "single_label_classification"
+        self.model, self.tokenizer = load_model(cfg.model, num_labels, problem)
+        self.model.eval()
+        self.info: ModelInfo = model_info(self.model)
+        max_len = cfg.proxy.max_length
+        self.train = encode(self.task.train, self.task.train_label_ids, self.tokenizer, max_len)
+        self.validation = encode(self.task.validation, self.task.validation_label_ids, self.tokenizer, max_len)
+        if cfg.proxy.eval_examples:
+            self.validation = self.validation.subset(cfg.proxy.eval_examples, cfg.seed)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.chance = chance_level(self.metric_name, self.validation.labels.numpy())
+
+    # ------------------------------------------------------------------ helpers
+    def settings(self, hparams: dict[str, Any] | None = None) -> ProxyConfig:
+        """The proxy block with the trial's hyperparameters applied."""
+        return self.cfg.proxy.model_copy(update=dict(hparams or {}))
+
+    def default_learning_rate(self, config: PEFTConfig) -> float:
+        """The smallest default of the active kinds (a safe rate for the most sensitive module)."""
+        rates = [get_adapter_kind(k).default_lr for k in config.modules]
+        return min(rates) if rates else 1e-3
+
+    def estimate_memory(self, config: PEFTConfig, params: int, proxy: ProxyConfig | None = None) -> int:
+        proxy = proxy or self.cfg.proxy
+        lowest = min((min(s.layers) for s in config.modules.values()), default=self.info.num_layers)
+        head = sum(p.numel() for n in self.info.arch.head for p in self.model.get_submodule(n).parameters())
+        seq = int(np.mean([len(x) for x in self.train.input_ids])) if len(self.train) else proxy.max_length
+        return estimate_step_memory(self.info.base_params + head, params + head, self.info.hidden_size,
+                                    self.info.intermediate_size, self.info.num_heads,
+                                    self.info.num_layers - lowest, proxy.batch_size, seq)
+
+    # ------------------------------------------------------------------ the run
+    def run(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
+            train_examples: int | None = None) -> ProxyResult:
+        """Train ``config`` on a fresh copy of the base model and score it on the validation split.
+
+        Raises TrialFailed (NaN/inf loss, out of memory) with a reason the study records.
+        """
+        start = time.perf_counter()
+        proxy = self.settings(hparams)
+        seed = self.cfg.seed if seed is None else seed
+        torch.manual_seed(seed)
+        model = copy.deepcopy(self.model)
+        adapter_params = apply_adapters(model, config)
+        n_params = sum(p.numel() for p in adapter_params)
+        model.to(self.device)
+        head_params = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in adapter_params)]
+        lr = proxy.learning_rate or self.default_learning_rate(config)
+        groups = [{"params": adapter_params, "lr": lr}, {"params": head_params, "lr": proxy.head_learning_rate}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=proxy.weight_decay)
+        n_examples = min(train_examples or proxy.train_examples, len(self.train))
+        train = self.train.subset(n_examples, seed)
+        steps_per_epoch = math.ceil(len(train) / proxy.batch_size)
+        total_steps = max(1, math.ceil(steps_per_epoch * proxy.epochs))
+        warmup = int(total_steps * proxy.warmup_ratio)
+        # Constant after warm-up: a short proxy with decay-to-zero can stay at chance (measured, see issue 5).
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0)
+        memory: dict[str, int] = {}
+        losses: list[float] = []
+        model.train()
+        step = 0
+        try:
+            epoch = 0
+            while step < total_steps:
+                for batch in iter_batches(train, proxy.batch_size, self.pad_id, shuffle=True, seed=seed + epoch):
+                    if step >= total_steps:
+                        break
+                    batch = {k: v.to(self.device) for k, v in batch.items()}
+
+                    def train_step() -> None:
+                        optimizer.zero_grad(set_to_none=True)
+                        loss = model(**batch).loss
+                        if not torch.isfinite(loss):
+                            raise TrialFailed(f"loss is {loss.item()} at step {step + 1}/{total_steps}")
+                        loss.backward()
+                        if proxy.max_grad_norm:
+                            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], proxy.max_grad_norm)
+                        optimizer.step()
+                        scheduler.step()
+                        losses.append(loss.item())
+
+                    if step == 0 and proxy.measure_memory:
+                        memory = measure_step_memory(train_step, self.device)
+                    else:
+                        train_step()
+                    step += 1
+                epoch += 1
+            score = self.evaluate(model)
+        except torch.OutOfMemoryError as exc:
+            raise TrialFailed(f"out of memory at step {step + 1}: {str(exc).splitlines()[0]}") from None
+        finally:
+            del optimizer
+        if not math.isfinite(score):
+            raise TrialFailed(f"validation {self.metric_name} is {score}")
+        return ProxyResult(
+            score=float(score), params=int(n_params), memory=memory.get("peak"),
+            memory_estimate=self.estimate_memory(config, n_params, proxy),
+            seconds=time.perf_counter() - start, train_loss=float(np.mean(losses[-20:])) if losses else float("nan"),
+            steps=step, examples=len(train), epochs=proxy.epochs, chance=self.chance,
+            memory_detail={k: v for k, v in memory.items() if k != "peak"},
+        )
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: EncodedSplit | None = None) -> float:
+        """The task metric of ``model`` on the validation split (or ``split``)."""
+        split = split or self.validation
+        predictions, labels = self.predict(model, split)
+        return float(self.metric(predictions, labels))
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, split: EncodedSplit) -> tuple[np.ndarray, np.ndarray]:
+        model.eval()
+        preds, labels = [], []
+        for batch in iter_batches(split, 128, self.pad_id, shuffle=False, seed=0):
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            preds.append((logits.squeeze(-1) if self.task.regression else logits.argmax(-1)).cpu().numpy())
+            labels.append(batch["labels"].cpu().numpy())
+        return np.concatenate(preds), np.concatenate(labels)

@@ -1,0 +1,348 @@
+"""A study: the YAML, its search space and objectives, an Optuna study in a storage, and the proxy runs."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from . import __version__
+from .adapters import PEFTConfig, count_adapter_params, normalise_config
+from .config import StudyConfig, load_study_config
+from .errors import AutoPEFTError, ConfigError, StorageError, TrialFailed
+from .objectives import Objective, load_objectives
+from .optimizers import make_sampler
+from .pareto import pareto_mask
+from .space import SearchSpace
+from .storage import default_storage, mask_url, open_storage, storage_exists
+from .yamlio import load_yaml
+
+logger = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+#: consecutive over-budget proposals after which a random feasible config is enqueued instead
+MAX_INFEASIBLE_STREAK = 5
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the user sees it."""
+
+    number: int
+    state: str
+    values: dict[str, float]
+    config: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    duration: float | None
+    fail_reason: str | None = None
+    fidelity: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trial": self.number, "state": self.state, "values": self.values, "config": self.config,
+                "hyperparameters": self.hyperparameters, "duration_s": self.duration,
+                "fidelity": self.fidelity, **({"fail_reason": self.fail_reason} if self.fail_reason else {})}
+
+
+@dataclass
+class ValidationReport:
+    num_configurations: int
+    dimensions: dict[str, int]
+    params_min: int
+    params_max: int
+    base_params: int
+    num_layers: int
+    train_examples: int
+    validation_examples: int
+    num_labels: int
+    objectives: list[str]
+
+
+class Study:
+    """Python API behind the CLI: ``Study.from_yaml(path).optimize()``, ``.pareto_front()``, ``.export()``."""
+
+    def __init__(self, cfg: StudyConfig, storage: str | None = None):
+        self.cfg = cfg
+        self.storage_url = storage or default_storage(cfg.storage, cfg.name)
+        self.objectives: list[Objective] = load_objectives(cfg.objectives, cfg.resolve)
+        self._space_spec = self._load_space_spec()
+        self._trainer = None
+        self._space: SearchSpace | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, storage: str | None = None) -> "Study":
+        return cls(load_study_config(path), storage)
+
+    # ------------------------------------------------------------------ set-up
+    def _load_space_spec(self) -> dict[str, Any]:
+        spec = self.cfg.search_space
+        if isinstance(spec, str):
+            spec, _ = load_yaml(self.cfg.resolve(spec), "search space file")
+        if not isinstance(spec, dict):
+            raise ConfigError("search_space must be a mapping or a path to one", "see search_spaces/autopeft.yaml")
+        return spec
+
+    @property
+    def trainer(self):
+        """Model, tokenizer and encoded data, loaded once (this validates model and data)."""
+        if self._trainer is None:
+            from .proxy import ProxyTrainer
+
+            self._trainer = ProxyTrainer(self.cfg)
+        return self._trainer
+
+    @property
+    def space(self) -> SearchSpace:
+        if self._space is None:
+            info = self.trainer.info
+            space = SearchSpace.from_spec(self._space_spec, info.num_layers)
+            space.check_against(info)
+            self._space = space
+        return self._space
+
+    def validate(self) -> ValidationReport:
+        """Check YAML, model, data and space together without writing anything."""
+        from .metrics import get_metric
+
+        get_metric(self.cfg.task.metric or ("pearson" if self.cfg.task.type == "regression" else "accuracy"))
+        make_sampler(self.cfg.optimizer.name, self.cfg.optimizer.options, self.cfg.seed, 1)
+        space, trainer = self.space, self.trainer
+        lo, hi = space.param_range(trainer.info)
+        return ValidationReport(space.num_configurations(), space.dimensions(), lo, hi, trainer.info.base_params,
+                                trainer.info.num_layers, len(trainer.train), len(trainer.validation),
+                                trainer.task.num_labels, [o.name for o in self.objectives])
+
+    # ------------------------------------------------------------------ storage
+    def _create_or_load(self) -> optuna.Study:
+        storage = open_storage(self.storage_url)
+        directions = [o.direction for o in self.objectives]
+        study = optuna.create_study(storage=storage, study_name=self.cfg.name, directions=directions,
+                                    load_if_exists=True)
+        stored = study.user_attrs.get("objectives")
+        names = [o.name for o in self.objectives]
+        if stored is None:
+            study.set_user_attr("objectives", names)
+            study.set_user_attr("model", self.cfg.model)
+            study.set_user_attr("num_labels", self.trainer.task.num_labels)
+            study.set_user_attr("search_space", self._space_spec)
+            study.set_user_attr("seed", self.cfg.seed)
+            study.set_user_attr("autopeft_version", __version__)
+        elif stored != names:
+            raise StorageError(f"study '{self.cfg.name}' in {mask_url(self.storage_url)} optimises {stored}, "
+                               f"this file asks for {names}", "give the study a new name or use another storage")
+        return study
+
+    def load(self) -> optuna.Study:
+        """The stored study, for read-only commands (pareto, export, status)."""
+        if not storage_exists(self.storage_url):
+            raise StorageError(f"no storage at '{mask_url(self.storage_url)}'",
+                               "run 'autopeft run STUDY' first, or pass --storage URL")
+        storage = open_storage(self.storage_url, create=False)
+        try:
+            return optuna.load_study(study_name=self.cfg.name, storage=storage)
+        except KeyError:
+            raise StorageError(f"no study named '{self.cfg.name}' in '{mask_url(self.storage_url)}'",
+                               "run 'autopeft run STUDY' first, or pass the right --storage") from None
+
+    # ------------------------------------------------------------------ search
+    def optimize(self, n_trials: int | None = None, timeout: float | None = None) -> list[TrialRecord]:
+        """Run trials until the study holds ``n_trials`` finished ones (budget.trials by default).
+
+        Resumes: trials already in the storage count. Returns the Pareto front.
+        """
+        space = self.space  # validates model, data and space before anything is written
+        target = n_trials or self.cfg.budget.trials
+        timeout = timeout if timeout is not None else self.cfg.budget.seconds
+        study = self._create_or_load()
+        optuna.storages.fail_stale_trials(study)
+        done = self._count_finished(study)
+        if done >= target:
+            logger.info("study '%s' already has %d/%d trials; nothing to run", self.cfg.name, done, target)
+            return self.pareto_front(study)
+        study.sampler = make_sampler(self.cfg.optimizer.name, self.cfg.optimizer.options,
+                                     self.cfg.seed + len(study.trials), self.cfg.optimizer.initial_trials)
+        if done:
+            logger.info("resuming study '%s': %d/%d trials done", self.cfg.name, done, target)
+        start = time.monotonic()
+        durations: list[float] = []
+        infeasible_streak = 0
+        rng = np.random.default_rng(self.cfg.seed + len(study.trials))
+        while done < target:
+            if timeout is not None and time.monotonic() - start > timeout:
+                logger.info("time budget of %.0fs reached after %d trials", timeout, done)
+                break
+            trial = study.ask(space.distributions)
+            try:
+                outcome = self._run_trial(study, trial)
+            except KeyboardInterrupt:
+                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            if outcome == "infeasible":
+                infeasible_streak += 1
+                if infeasible_streak >= MAX_INFEASIBLE_STREAK:
+                    study.enqueue_trial(self._random_feasible(rng))
+                    infeasible_streak = 0
+                continue
+            infeasible_streak = 0
+            done += 1
+            durations.append(study.trials[trial.number].duration.total_seconds())
+            self._log_progress(study, trial.number, done, target, durations)
+        return self.pareto_front(study)
+
+    def _run_trial(self, study: optuna.Study, trial: optuna.Trial) -> str:
+        """Decode, check budgets, train, tell. Returns 'complete' | 'failed' | 'infeasible'."""
+        config, hparams = self.space.decode(trial.params)
+        info = self.trainer.info
+        config = normalise_config(config, info)
+        params = count_adapter_params(config, info)
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("hyperparameters", hparams)
+        reason = self._over_budget(config, params, hparams)
+        if reason:
+            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("infeasible", True)
+            study.tell(trial, state=TrialState.PRUNED)
+            logger.debug("trial %d skipped: %s", trial.number, reason)
+            return "infeasible"
+        proxy = self.trainer.settings(hparams)
+        trial.set_user_attr("proxy", proxy.model_dump(mode="json"))
+        trial.set_user_attr("fidelity", f"proxy: {min(proxy.train_examples, len(self.trainer.train))} examples "
+                                        f"x {proxy.epochs:g} epoch(s)")
+        try:
+            result = self.trainer.run(config, hparams, seed=self.cfg.seed)
+        except TrialFailed as exc:
+            return self._fail(study, trial, str(exc))
+        except AutoPEFTError:
+            raise
+        except Exception as exc:  # a bug or a library error in one trial must not end the study
+            logger.exception("trial %d raised", trial.number)
+            return self._fail(study, trial, f"{type(exc).__name__}: {exc}")
+        measured = result.to_dict()
+        measured["params_pct"] = 100.0 * result.params / info.base_params
+        trial.set_user_attr("measured", measured)
+        if result.score <= result.chance + 1e-9:
+            logger.warning("trial %d scored %.4f, at chance level (%.4f): the proxy may be too short or the "
+                           "learning rate off", trial.number, result.score, result.chance)
+        values = [float(result.objectives()[o.name]) for o in self.objectives]
+        if any(v is None or not math.isfinite(v) for v in values):
+            return self._fail(study, trial, f"objective values not finite: {values}")
+        study.tell(trial, values)
+        return "complete"
+
+    def _fail(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> str:
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+        logger.warning("trial %d failed: %s", trial.number, reason)
+        return "failed"
+
+    def _over_budget(self, config: PEFTConfig, params: int, hparams: dict[str, Any]) -> str | None:
+        limit = self.cfg.constraints.params_limit(self.trainer.info.base_params)
+        if limit is not None and params > limit:
+            return f"infeasible: {params} params > max_params {limit:.0f}"
+        mem_limit = self.cfg.constraints.memory_limit()
+        if mem_limit is not None:
+            estimate = self.trainer.estimate_memory(config, params, self.trainer.settings(hparams))
+            if estimate > mem_limit:
+                return f"infeasible: estimated memory {estimate} B > max_memory {mem_limit:.0f} B"
+        return None
+
+    def _random_feasible(self, rng: np.random.Generator, tries: int = 2000) -> dict[str, Any]:
+        """A random point that meets the hard budgets (rejection sampling; known objectives are cheap)."""
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        for _ in range(tries):
+            values = {}
+            for p in self.space.params:
+                d = p.distribution
+                if isinstance(d, CategoricalDistribution):
+                    values[p.name] = d.choices[rng.integers(len(d.choices))]
+                elif isinstance(d, IntDistribution):
+                    values[p.name] = int(rng.integers(d.low, d.high + 1))
+                else:
+                    lo, hi = (np.log(d.low), np.log(d.high)) if d.log else (d.low, d.high)
+                    x = rng.uniform(lo, hi)
+                    values[p.name] = float(np.exp(x) if d.log else x)
+            config, hparams = self.space.decode(values)
+            config = normalise_config(config, self.trainer.info)
+            if not self._over_budget(config, count_adapter_params(config, self.trainer.info), hparams):
+                return values
+        raise ConfigError("no configuration in the search space meets the constraints",
+                          "raise constraints.max_params / max_memory or allow smaller sizes")
+
+    @staticmethod
+    def _count_finished(study: optuna.Study) -> int:
+        return sum(1 for t in study.get_trials(deepcopy=False)
+                   if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+                   or (t.state == TrialState.PRUNED and not t.user_attrs.get("infeasible")))
+
+    def _log_progress(self, study: optuna.Study, number: int, done: int, target: int, durations: list[float]) -> None:
+        t = study.trials[number]
+        front = self.pareto_front(study)
+        best = max((r.values["score"] for r in self.trials(study) if r.state == "COMPLETE"), default=float("nan"))
+        eta = np.mean(durations) * (target - done)
+        if t.state == TrialState.COMPLETE:
+            vals = " ".join(f"{k}={format_value(k, v)}" for k, v in zip([o.name for o in self.objectives], t.values))
+        else:
+            vals = f"{t.state.name.lower()} ({t.user_attrs.get('fail_reason', '')})"
+        logger.info("trial %d/%d (#%d) %s  %.1fs | Pareto %d | best score %.4f | ETA %s", done, target, number,
+                    vals, durations[-1], len(front), best, format_duration(eta))
+
+    # ------------------------------------------------------------------ results
+    def trials(self, study: optuna.Study | None = None) -> list[TrialRecord]:
+        study = study or self.load()
+        names = study.user_attrs.get("objectives") or [o.name for o in self.objectives]
+        records = []
+        for t in study.get_trials(deepcopy=False):
+            values = dict(zip(names, t.values)) if t.values else {}
+            records.append(TrialRecord(
+                t.number, t.state.name, values, t.user_attrs.get("config", {}),
+                t.user_attrs.get("hyperparameters", {}), t.duration.total_seconds() if t.duration else None,
+                t.user_attrs.get("fail_reason"), t.user_attrs.get("fidelity"), dict(t.user_attrs)))
+        return records
+
+    def pareto_front(self, study: optuna.Study | None = None) -> list[TrialRecord]:
+        """Completed trials no other completed trial dominates, sorted by score (best first)."""
+        study = study or self.load()
+        done = [r for r in self.trials(study) if r.state == "COMPLETE"]
+        if not done:
+            return []
+        names = list(done[0].values)
+        directions = [{o.name: o.direction for o in self.objectives}.get(n, "minimize") for n in names]
+        mask = pareto_mask(np.array([[r.values[n] for n in names] for r in done]), directions)
+        front = [r for r, keep in zip(done, mask) if keep]
+        return sorted(front, key=lambda r: -r.values.get("score", 0.0))
+
+    def trial(self, number: int, study: optuna.Study | None = None) -> TrialRecord:
+        for r in self.trials(study):
+            if r.number == number:
+                return r
+        raise StorageError(f"trial {number} does not exist in study '{self.cfg.name}'",
+                           "see 'autopeft pareto STUDY' for trial numbers")
+
+    def export(self, number: int, directory: str | Path) -> Path:
+        """Write the recipe and adapter config of trial ``number`` to ``directory`` (see export.py)."""
+        from .export import export_trial
+
+        return export_trial(self, self.trial(number), Path(directory))
+
+
+def format_value(name: str, value: float) -> str:
+    if name == "params":
+        return f"{value:,.0f}"
+    if name.startswith("memory"):
+        return f"{value / 2**20:.1f}MiB"
+    return f"{value:.4f}"
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

@@ -1,0 +1,58 @@
+"""Safe YAML loading that remembers the line of every key, for errors that point at file:line."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that never constructs Python objects (YAML names registered kinds, not imports)."""
+
+
+def load_yaml(path: str | Path, what: str = "study file") -> tuple[Any, dict[tuple, int]]:
+    """Return (data, lines) where ``lines`` maps key paths (tuples) to 1-based line numbers."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' does not exist", "check the path (it is relative to the current directory)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} '{path}' is not UTF-8 text", "save it as UTF-8") from None
+    return parse_yaml(text, str(path), what)
+
+
+def parse_yaml(text: str, source: str, what: str = "study file") -> tuple[Any, dict[tuple, int]]:
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML ({problem})", "fix the indentation/quoting on that line", where) from None
+    if data is None:
+        raise ConfigError(f"{what} is empty", "see studies/quickstart.yaml for a complete example", source)
+    lines: dict[tuple, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    return data, lines
+
+
+def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = path + (key.value,)
+            lines[sub] = key.start_mark.line + 1
+            _walk(value, sub, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            _walk(value, path + (i,), lines)
+
+
+def dump_yaml(data: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None), encoding="utf-8")
