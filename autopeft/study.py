@@ -157,6 +157,7 @@ class Study:
         Resumes: trials already in the storage count. Returns the Pareto front.
         """
         space = self.space  # validates model, data and space before anything is written
+        make_sampler(self.cfg.optimizer.name, self.cfg.optimizer.options, self.cfg.seed, 1)  # bad name: no storage
         target = n_trials or self.cfg.budget.trials
         timeout = timeout if timeout is not None else self.cfg.budget.seconds
         study = self._create_or_load()

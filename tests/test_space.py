@@ -1,0 +1,99 @@
+"""Search space: parsing, decoding, exact configuration counts and parameter ranges."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autopeft.adapters import count_adapter_params, normalise_config
+from autopeft.errors import ConfigError
+from autopeft.models import model_info
+from autopeft.space import SearchSpace
+
+SPACES = {
+    "paper": {"adapters": {"serial": {"size": [0, 8, 16]}, "parallel": {"size": [0, 8], "scaling": [1, 4]},
+                           "prefix": {"length": [0, 4]}}, "layers": "per_layer"},
+    "lora_per_layer": {"adapters": {"lora": {"rank": [0, 2, 4], "per_layer": True, "alpha_ratio": [1, 2],
+                                             "targets": [["query", "value"], ["query", "key"]]}}},
+    "top_k": {"adapters": {"serial": {"size": [8, 16]}, "lora": {"rank": [0, 4]}}, "layers": "top_k"},
+    "all": {"adapters": {"serial": {"size": [0, 8]}, "prefix": {"length": [0, 2]}}, "layers": "all"},
+    "fixed_layers": {"adapters": {"parallel": {"size": [0, 4, 8]}}, "layers": [0, 2]},
+    "mixed": {"adapters": {"serial": {"size": [0, 8]}, "lora": {"rank": [0, 2], "per_layer": True}},
+              "layers": "per_layer", "hyperparameters": {"learning_rate": {"low": 1e-4, "high": 1e-3, "log": True}}},
+}
+
+
+def _distinct_configs(space: SearchSpace, info) -> set[str]:
+    seen = set()
+    for values in space.grid():
+        config, _ = space.decode(values)
+        seen.add(json.dumps(normalise_config(config, info).to_dict(), sort_keys=True))
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_num_configurations_matches_enumeration(name, tiny_model):
+    model = tiny_model("bert", layers=3)
+    info = model_info(model)
+    space = SearchSpace.from_spec(SPACES[name], info.num_layers)
+    assert space.num_configurations() == len(_distinct_configs(space, info))
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_param_range_matches_enumeration(name, tiny_model):
+    info = model_info(tiny_model("bert", layers=3))
+    space = SearchSpace.from_spec(SPACES[name], info.num_layers)
+    counts = [count_adapter_params(space.decode(v)[0], info) for v in space.grid()]
+    assert space.param_range(info) == (min(counts), max(counts))
+
+
+def test_inactive_parameters_are_dropped():
+    space = SearchSpace.from_spec(SPACES["paper"], 2)
+    values = {"serial.size": 0, "parallel.size": 0, "parallel.scaling": 4, "prefix.length": 4,
+              "layer.0": 1, "layer.1": 0}
+    assert "parallel.scaling" not in space.canonical(values)
+    config, _ = space.decode(values)
+    assert config.to_dict() == {"prefix": {"size": 4, "layers": [0]}}
+
+
+def test_per_layer_ranks_decode_to_rank_pattern_form():
+    space = SearchSpace.from_spec(SPACES["lora_per_layer"], 3)
+    values = {"lora.rank.0": 0, "lora.rank.1": 2, "lora.rank.2": 4, "lora.alpha_ratio": 2,
+              "lora.targets": "query+key"}
+    config, _ = space.decode(values)
+    assert config.modules["lora"].layers == {1: 2, 2: 4}
+    assert config.modules["lora"].options["targets"] == ["query", "key"]
+
+
+def test_hyperparameters_decode():
+    space = SearchSpace.from_spec(SPACES["mixed"], 2)
+    values = {p.name: (p.distribution.choices[-1] if hasattr(p.distribution, "choices") else 3e-4)
+              for p in space.params}
+    _, hp = space.decode(values)
+    assert hp == {"learning_rate": 3e-4}
+
+
+@pytest.mark.parametrize("spec,match", [
+    ({"adapters": {"serail": {"size": [8]}}}, "did you mean 'serial'"),
+    ({"adapters": {"serial": {"size": [-8, 8]}}}, "negative"),
+    ({"adapters": {"serial": {"sise": [8]}}}, "needs 'size'"),
+    ({"adapters": {"lora": {"rank": [4], "alpha": 2}}}, "unknown option"),
+    ({"adapters": {"serial": {"size": [8]}}, "layers": [0, 7]}, "out of range"),
+    ({"adapters": {"serial": {"size": [8]}}, "layers": "some"}, "not a layer mode"),
+    ({"adapters": {}}, "at least one adapter"),
+    ({"adapters": {"serial": {"size": [8]}}, "hyperparameters": {"learnig_rate": 1e-3}}, "did you mean 'learning_rate'"),
+    ({"adapters": {"serial": {"size": [8]}}, "hyperparameters": {"learning_rate": {"low": 1e-2, "high": 1e-3}}}, "low < high"),
+    ({"adapter": {"serial": {"size": [8]}}}, "unknown key"),
+])
+def test_bad_spaces(spec, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        SearchSpace.from_spec(spec, 2)
+    assert "\n" not in str(err.value)
+
+
+def test_space_checked_against_model(tiny_model):
+    info = model_info(tiny_model("bert", layers=2))
+    with pytest.raises(ConfigError, match="rank"):
+        SearchSpace.from_spec({"adapters": {"lora": {"rank": [0, 64]}}}, 2).check_against(info)
+    with pytest.raises(ConfigError, match="nope"):
+        SearchSpace.from_spec({"adapters": {"lora": {"rank": [4], "targets": [["nope"]]}}}, 2).check_against(info)
