@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import random
 from collections import defaultdict
@@ -21,6 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from .errors import DataError
+
+logger = logging.getLogger(__name__)
 
 Format = Literal["tsv", "csv", "jsonl"]
 
@@ -156,9 +159,18 @@ class TaskData:
 
 
 def resolve_path(path: str, base_dir: Path) -> Path:
-    """``path`` relative to ``base_dir`` unless absolute (``~`` is expanded)."""
+    """``path`` itself if absolute, else relative to ``base_dir`` (the study YAML's directory).
+
+    Like ``StudyConfig.resolve``, a relative path missing under ``base_dir`` but present
+    under the current directory is taken from there, so both agree on which file is meant.
+    """
     p = Path(path).expanduser()
-    return p if p.is_absolute() else Path(base_dir) / p
+    if p.is_absolute():
+        return p
+    for root in (Path(base_dir), Path.cwd()):
+        if (root / p).exists():
+            return root / p
+    return Path(base_dir) / p
 
 
 def _decode(raw: bytes, encoding: str, shown: str) -> str:
@@ -234,9 +246,10 @@ def _column_index(
         )
     if column not in header:
         names = ", ".join(repr(h) for h in header)
+        hint = " (a single column: is the delimiter or format right?)" if len(header) == 1 else ""
         raise DataError(
             f"{role} column {column!r} not found in {shown}",
-            f"available columns: {names}",
+            f"available columns: {names}{hint}",
         )
     return header.index(column)
 
@@ -279,6 +292,12 @@ def _read_delimited(
         numbers.append(number)
         if limit is not None and len(texts) >= limit:
             break
+    if header is not None and indices is not None and header[indices[2]] in set(labels):
+        # e.g. CoLA read with the default `header: true` silently loses its first row.
+        logger.warning(
+            "%s: the header's label field %r is also a label value; if the file has no header, set `header: false`",
+            shown, header[indices[2]],
+        )
     return RawSplit(texts=texts, pairs=pairs, labels=labels, line_numbers=numbers, source=shown)
 
 
@@ -354,7 +373,7 @@ def load_split(cfg: DataConfig, split: Literal["train", "validation"], base_dir:
         where = f"{given!r}" if str(path) == given else f"{given!r} (resolved to {str(path)!r})"
         raise DataError(
             f"{split} file {where} does not exist",
-            "fix task.data." + split + "; relative paths are relative to the study YAML's directory",
+            f"fix task.data.{split}; relative paths are relative to the study YAML's directory",
         )
     fmt = cfg.resolved_format(path)
     shown = str(path)
