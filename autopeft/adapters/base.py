@@ -51,12 +51,27 @@ class ModuleSpec:
         layers = body.pop("layers", None)
         size = body.pop("size", None)
         if isinstance(layers, dict):
-            mapping = {int(k): int(v) for k, v in layers.items() if int(v) > 0}
+            mapping = {_as_int(k, kind, "layer index"): _as_int(v, kind, "size") for k, v in layers.items()}
         else:
             if size is None or layers is None:
                 raise ConfigError(f"adapter '{kind}' needs 'size' and 'layers'", "write e.g. {size: 8, layers: [0, 1]}")
-            mapping = {int(i): int(size) for i in layers} if int(size) > 0 else {}
-        return cls(kind, mapping, body)
+            size = _as_int(size, kind, "size")
+            mapping = {_as_int(i, kind, "layer index"): size for i in layers}
+        return cls(kind, {i: s for i, s in mapping.items() if s > 0}, body)
+
+
+def _as_int(value: Any, kind: str, what: str) -> int:
+    """A non-negative integer size or layer index (negative sizes used to be dropped silently as 'off')."""
+    try:
+        number = int(value)
+        ok = not isinstance(value, bool) and number == float(value)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{what} {value!r} for adapter '{kind}' is not an integer", "use a whole number >= 0")
+    if number < 0:
+        raise ConfigError(f"{what} {number} for adapter '{kind}' is negative", "use 0 (off) or more")
+    return number
 
 
 @dataclass(frozen=True)
