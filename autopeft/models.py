@@ -159,7 +159,8 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
     if problem_type:
         kwargs["problem_type"] = problem_type
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialized classifier" warning is expected here
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # stderr stays for the one-line errors and our progress log  # the "newly initialized classifier" warning is expected here
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)

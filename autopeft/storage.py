@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import optuna
@@ -11,6 +12,9 @@ from .errors import StorageError
 
 #: environment variable that overrides the storage URL of every study (keeps passwords out of YAML)
 STORAGE_ENV = "AUTOPEFT_STORAGE"
+#: a running trial whose worker sent no heartbeat for GRACE_S is failed (and may be retried) on the next start
+HEARTBEAT_S = 10
+GRACE_S = 30
 
 
 def mask_url(url: str) -> str:
@@ -45,10 +49,13 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
         raise StorageError(f"'{mask_url(url)}' is not a storage URL", "use sqlite:///path.db or postgresql://user@host/db")
     try:
         kwargs = {"pool_pre_ping": True} if path is None else {"connect_args": {"timeout": 60}}
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=90)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                              grace_period=GRACE_S)
     except ImportError as exc:
         raise StorageError(f"no database driver for '{mask_url(url)}' ({exc})",
-                           "pip install psycopg2-binary for PostgreSQL") from None
+                           "pip install 'psycopg[binary]' for PostgreSQL") from None
     except Exception as exc:  # sqlalchemy's OperationalError & co: the server is unreachable
         first = mask_url(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
         raise StorageError(f"cannot open storage '{mask_url(url)}' ({first[:200]})",

@@ -4,12 +4,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
 from . import __version__
@@ -25,6 +27,8 @@ from .yamlio import load_yaml
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# ask/tell with heartbeats is deliberate here: the heartbeat thread is run around each trial below
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning)
 
 #: consecutive over-budget proposals after which a random feasible config is enqueued instead
 MAX_INFEASIBLE_STREAK = 5
@@ -161,7 +165,9 @@ class Study:
         target = n_trials or self.cfg.budget.trials
         timeout = timeout if timeout is not None else self.cfg.budget.seconds
         study = self._create_or_load()
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         done = self._count_finished(study)
         if done >= target:
             logger.info("study '%s' already has %d/%d trials; nothing to run", self.cfg.name, done, target)
@@ -180,7 +186,9 @@ class Study:
                 break
             trial = study.ask(space.distributions)
             try:
-                outcome = self._run_trial(study, trial)
+                # ask/tell does not beat by itself; the beat lets other workers fail this trial if we die
+                with get_heartbeat_thread(trial._trial_id, study._storage):
+                    outcome = self._run_trial(study, trial)
             except KeyboardInterrupt:
                 trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
                 study.tell(trial, state=TrialState.FAIL)
