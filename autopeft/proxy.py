@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,8 @@ class ProxyResult:
     epochs: float
     chance: float
     memory_detail: dict[str, int] = field(default_factory=dict)
+    #: validation score after N training examples (learning-curve snapshots, when ``eval_at`` was given)
+    curve: dict[int, float] = field(default_factory=dict)
 
     def objectives(self) -> dict[str, float]:
         return {"score": self.score, "params": self.params, "memory": self.memory, "memory_estimate": self.memory_estimate}
@@ -99,9 +101,11 @@ class ProxyTrainer:
 
     # ------------------------------------------------------------------ the run
     def run(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
-            train_examples: int | None = None) -> ProxyResult:
+            train_examples: int | None = None, eval_at: Sequence[int] = ()) -> ProxyResult:
         """Train ``config`` on a fresh copy of the base model and score it on the validation split.
 
+        ``eval_at`` lists numbers of training examples seen after which the validation score is also
+        recorded (``result.curve``), so one run yields scores at several fidelities.
         Raises TrialFailed (NaN/inf loss, out of memory) with a reason the study records.
         """
         start = time.perf_counter()
@@ -126,6 +130,8 @@ class ProxyTrainer:
             optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0)
         memory: dict[str, int] = {}
         losses: list[float] = []
+        curve: dict[int, float] = {}
+        pending = sorted(n for n in eval_at if n < len(train) * proxy.epochs)
         model.train()
         step = 0
         try:
@@ -153,6 +159,11 @@ class ProxyTrainer:
                     else:
                         train_step()
                     step += 1
+                    seen = min(step * proxy.batch_size, len(train) * (epoch + 1))
+                    for n in pending:
+                        if seen >= n and n not in curve:
+                            curve[n] = self.evaluate(model)
+                            model.train()
                 epoch += 1
             score = self.evaluate(model)
         except torch.OutOfMemoryError as exc:
@@ -167,6 +178,7 @@ class ProxyTrainer:
             seconds=time.perf_counter() - start, train_loss=float(np.mean(losses[-20:])) if losses else float("nan"),
             steps=step, examples=len(train), epochs=proxy.epochs, chance=self.chance,
             memory_detail={k: v for k, v in memory.items() if k != "peak"},
+            curve={**curve, int(len(train) * proxy.epochs): float(score)},
         )
 
     @torch.no_grad()
