@@ -17,6 +17,20 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
 _SIZE_UNITS = {None: 1, "b": 1, "kb": 1e3, "kib": 2**10, "mb": 1e6, "mib": 2**20, "gb": 1e9, "gib": 2**30}
 
 
+def parse_size(text: str | int | float) -> float:
+    """Bytes in ``500MB`` / ``1GiB`` / ``5e8``; raises ValueError for anything else."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    try:
+        return float(text)
+    except ValueError:
+        match = _SIZE.match(text)
+        if not match:
+            raise ValueError(f"'{text}' is not a size") from None
+        value, unit = match.groups()
+        return float(value) * _SIZE_UNITS[unit.lower() if unit else None]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -41,6 +55,9 @@ class ProxyConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     measure_memory: bool = True
+    activation_cache: bool = Field(True, description="reuse frozen layers' outputs across trials (exact up to "
+                                                     "dropout in the frozen layers, which is off)")
+    activation_cache_mb: float = Field(1024, ge=0, description="memory budget of that cache")
     threads: int | None = Field(None, ge=1, description="torch threads (default: all cores)")
 
 
@@ -107,6 +124,14 @@ class ConstraintsConfig(_Strict):
         return float(value) * _SIZE_UNITS[unit.lower() if unit else None]
 
 
+class TrainConfig(_Strict):
+    """The full-fidelity training of a picked configuration (``autopeft export --train``, ``autopeft train``)."""
+
+    epochs: float | None = Field(None, gt=0, description="default: the proxy's epochs (after searched hyperparameters)")
+    train_examples: int | None = Field(None, ge=1, description="default: the whole train split")
+    eval_examples: int | None = Field(None, ge=1, description="validation rows scored (default: all)")
+
+
 class StudyConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     model: str
@@ -117,6 +142,7 @@ class StudyConfig(_Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     storage: str | None = None
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -197,4 +223,49 @@ def load_study_config(path: str | Path) -> StudyConfig:
         raise format_validation_error(err, StudyConfig, str(path), lines) from None
     cfg.base_dir = Path(path).resolve().parent
     cfg.source = str(path)
+    return cfg
+
+
+class RecipeConfig(_Strict):
+    """An exported recipe (``autopeft.yaml`` written by ``autopeft export``): one configuration, re-trainable."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    model: str
+    task: TaskConfig
+    adapters: dict[str, Any]
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    source: dict[str, Any] | None = Field(None, description="the study and trial the recipe came from")
+
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    path: str = Field(default="<inline>", exclude=True)
+
+    def study_config(self) -> StudyConfig:
+        """A StudyConfig with this recipe's model, data and training settings (what the trainer reads)."""
+        cfg = StudyConfig(name=self.name, model=self.model, task=self.task, search_space={"adapters": {}},
+                          proxy=self.proxy.model_copy(update={"eval_examples": self.train.eval_examples}),
+                          train=self.train, seed=self.seed, device=self.device)
+        cfg.base_dir = self.base_dir
+        cfg.source = self.path
+        return cfg
+
+
+def load_recipe(path: str | Path) -> RecipeConfig:
+    """Read and validate an exported recipe; raises ConfigError (one line) on any problem."""
+    data, lines = load_yaml(path, "recipe file")
+    if not isinstance(data, dict):
+        raise ConfigError("a recipe must be a mapping (name, model, task, adapters, ...)",
+                          "give the autopeft.yaml written by 'autopeft export'", str(path))
+    if "search_space" in data and "adapters" not in data:
+        raise ConfigError("this is a study file, not an exported recipe",
+                          "run 'autopeft run' on it, or 'autopeft export STUDY --pick knee -o DIR' first", str(path))
+    try:
+        cfg = RecipeConfig.model_validate(data)
+    except ValidationError as err:
+        raise format_validation_error(err, RecipeConfig, str(path), lines) from None
+    cfg.base_dir = Path(path).resolve().parent
+    cfg.path = str(path)
     return cfg

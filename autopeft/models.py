@@ -29,6 +29,7 @@ class Architecture:
     """Where the transformer layers and their sub-modules live, relative to the task model."""
 
     layers: str  # dotted path from the task model to the ModuleList of layers
+    embeddings: str  # dotted path of the embedding module (bypassed when cached hidden states are fed)
     modules: dict[str, str]  # logical name -> dotted path inside one layer
     self_attention: str  # path inside one layer of the module passed to the attention function
     head: tuple[str, ...]  # task-head modules (trained, not counted as adapter parameters)
@@ -47,12 +48,15 @@ _BERT_LIKE = dict(
 )
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "bert": Architecture(layers="bert.encoder.layer", head=("classifier",), **_BERT_LIKE),
-    "roberta": Architecture(layers="roberta.encoder.layer", head=("classifier",), **_BERT_LIKE),
-    "xlm-roberta": Architecture(layers="roberta.encoder.layer", head=("classifier",), **_BERT_LIKE),
-    "electra": Architecture(layers="electra.encoder.layer", head=("classifier",), **_BERT_LIKE),
+    "bert": Architecture(layers="bert.encoder.layer", embeddings="bert.embeddings", head=("classifier",),
+                         **_BERT_LIKE),
+    "roberta": Architecture(layers="roberta.encoder.layer", embeddings="roberta.embeddings", head=("classifier",),
+                            **_BERT_LIKE),
+    "xlm-roberta": Architecture(layers="roberta.encoder.layer", embeddings="roberta.embeddings",
+                                head=("classifier",), **_BERT_LIKE),
     "distilbert": Architecture(
         layers="distilbert.transformer.layer",
+        embeddings="distilbert.embeddings",
         modules={
             "query": "attention.q_lin",
             "key": "attention.k_lin",

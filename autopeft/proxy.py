@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -12,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .activation_cache import ActivationCache, cached_batches, start_at_layer
 from .adapters import PEFTConfig, apply_adapters, get_adapter_kind
 from .config import ProxyConfig, StudyConfig
 from .data import EncodedSplit, TaskData, build_task_data, encode, iter_batches
@@ -42,6 +45,8 @@ class ProxyResult:
     memory_detail: dict[str, int] = field(default_factory=dict)
     #: validation score after N training examples (learning-curve snapshots, when ``eval_at`` was given)
     curve: dict[int, float] = field(default_factory=dict)
+    #: the lowest adapted layer when the frozen layers below it were served from the activation cache
+    cached_from_layer: int | None = None
 
     def objectives(self) -> dict[str, float]:
         return {"score": self.score, "params": self.params, "memory": self.memory, "memory_estimate": self.memory_estimate}
@@ -79,6 +84,8 @@ class ProxyTrainer:
             self.validation = self.validation.subset(cfg.proxy.eval_examples, cfg.seed)
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.chance = chance_level(self.metric_name, self.validation.labels.numpy())
+        self.activations = ActivationCache(self.model, self.info, self.pad_id,
+                                           int(cfg.proxy.activation_cache_mb * 2**20))
 
     # ------------------------------------------------------------------ helpers
     def settings(self, hparams: dict[str, Any] | None = None) -> ProxyConfig:
@@ -102,7 +109,14 @@ class ProxyTrainer:
     # ------------------------------------------------------------------ the run
     def run(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
             train_examples: int | None = None, eval_at: Sequence[int] = ()) -> ProxyResult:
+        """Like :meth:`fit`, without keeping the trained model."""
+        return self.fit(config, hparams, seed, train_examples, eval_at)[1]
+
+    def fit(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
+            train_examples: int | None = None, eval_at: Sequence[int] = ()) -> tuple[nn.Module, ProxyResult]:
         """Train ``config`` on a fresh copy of the base model and score it on the validation split.
+
+        Returns the trained model (adapters in place) and what the run measured.
 
         ``eval_at`` lists numbers of training examples seen after which the validation score is also
         recorded (``result.curve``), so one run yields scores at several fidelities.
@@ -132,68 +146,97 @@ class ProxyTrainer:
         losses: list[float] = []
         curve: dict[int, float] = {}
         pending = sorted(n for n in eval_at if n < len(train) * proxy.epochs)
+        # Layers below the lowest adapted one are frozen and adapter-free: reuse their cached output.
+        k = min((min(s.layers) for s in config.modules.values()), default=self.info.num_layers)
+        cached = self._cached_inputs(train, n_examples, seed, k, proxy)
+        tail = start_at_layer(model, self.info, k) if cached else nullcontext()
+
+        def train_step(batch: dict[str, torch.Tensor]) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise TrialFailed(f"loss is {loss.item()} at step {step + 1}/{total_steps}")
+            loss.backward()
+            if proxy.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], proxy.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+
         model.train()
         step = 0
         try:
-            epoch = 0
-            while step < total_steps:
-                for batch in iter_batches(train, proxy.batch_size, self.pad_id, shuffle=True, seed=seed + epoch):
-                    if step >= total_steps:
-                        break
-                    batch = {k: v.to(self.device) for k, v in batch.items()}
-
-                    def train_step() -> None:
-                        optimizer.zero_grad(set_to_none=True)
-                        loss = model(**batch).loss
-                        if not torch.isfinite(loss):
-                            raise TrialFailed(f"loss is {loss.item()} at step {step + 1}/{total_steps}")
-                        loss.backward()
-                        if proxy.max_grad_norm:
-                            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], proxy.max_grad_norm)
-                        optimizer.step()
-                        scheduler.step()
-                        losses.append(loss.item())
-
-                    if step == 0 and proxy.measure_memory:
-                        memory = measure_step_memory(train_step, self.device)
-                    else:
-                        train_step()
-                    step += 1
-                    seen = min(step * proxy.batch_size, len(train) * (epoch + 1))
-                    for n in pending:
-                        if seen >= n and n not in curve:
-                            curve[n] = self.evaluate(model)
-                            model.train()
-                epoch += 1
-            score = self.evaluate(model)
+            if proxy.measure_memory:
+                # Measured on the full model so the number is the config's true training memory, cache or not.
+                first = next(iter_batches(train, proxy.batch_size, self.pad_id, shuffle=True, seed=seed))
+                first.pop("index", None)
+                memory = measure_step_memory(lambda: train_step(self._to(first)), self.device)
+                step = 1
+            with tail:
+                epoch = 0
+                while step < total_steps:
+                    batches = self._batches(train, cached, proxy.batch_size, shuffle=True, seed=seed + epoch)
+                    if epoch == 0:
+                        batches = itertools.islice(batches, step, None)
+                    for batch in batches:
+                        if step >= total_steps:
+                            break
+                        train_step(self._to(batch))
+                        step += 1
+                        seen = min(step * proxy.batch_size, len(train) * (epoch + 1))
+                        for n in pending:
+                            if seen >= n and n not in curve:
+                                curve[n] = self.evaluate(model, cached=cached)
+                                model.train()
+                    epoch += 1
+                score = self.evaluate(model, cached=cached)
         except torch.OutOfMemoryError as exc:
             raise TrialFailed(f"out of memory at step {step + 1}: {str(exc).splitlines()[0]}") from None
         finally:
             del optimizer
         if not math.isfinite(score):
             raise TrialFailed(f"validation {self.metric_name} is {score}")
-        return ProxyResult(
+        return model, ProxyResult(
             score=float(score), params=int(n_params), memory=memory.get("peak"),
             memory_estimate=self.estimate_memory(config, n_params, proxy),
             seconds=time.perf_counter() - start, train_loss=float(np.mean(losses[-20:])) if losses else float("nan"),
             steps=step, examples=len(train), epochs=proxy.epochs, chance=self.chance,
             memory_detail={k: v for k, v in memory.items() if k != "peak"},
             curve={**curve, int(len(train) * proxy.epochs): float(score)},
+            cached_from_layer=k if cached else None,
         )
 
+    def _to(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in batch.items() if k != "index"}
+
+    def _cached_inputs(self, train: EncodedSplit, n: int, seed: int, k: int, proxy: ProxyConfig):
+        """(train, validation) hidden states entering layer k, or None when caching is off or unaffordable."""
+        if not proxy.activation_cache or k == 0:
+            return None
+        tr = self.activations.get(f"train:{n}:{seed}", train, k)
+        va = self.activations.get("validation", self.validation, k)
+        return (tr, va) if tr is not None and va is not None else None
+
+    def _batches(self, split: EncodedSplit, cached, batch_size: int, shuffle: bool, seed: int, validation=False):
+        if cached:
+            packed = cached[1] if validation else cached[0]
+            return cached_batches(packed, split, batch_size, self.pad_id, shuffle=shuffle, seed=seed)
+        return iter_batches(split, batch_size, self.pad_id, shuffle=shuffle, seed=seed)
+
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: EncodedSplit | None = None) -> float:
+    def evaluate(self, model: nn.Module, split: EncodedSplit | None = None, cached=None) -> float:
         """The task metric of ``model`` on the validation split (or ``split``)."""
-        split = split or self.validation
-        predictions, labels = self.predict(model, split)
+        predictions, labels = self.predict(model, split, cached)
         return float(self.metric(predictions, labels))
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, split: EncodedSplit) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, model: nn.Module, split: EncodedSplit | None = None, cached=None) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions and labels on ``split`` (default: validation); ``cached`` only with the validation split."""
         model.eval()
+        split = split or self.validation
         preds, labels = [], []
-        for batch in iter_batches(split, 128, self.pad_id, shuffle=False, seed=0):
-            batch = {k: v.to(self.device) for k, v in batch.items()}
+        for batch in self._batches(split, cached, 128, shuffle=False, seed=0, validation=True):
+            batch = self._to(batch)
             logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
             preds.append((logits.squeeze(-1) if self.task.regression else logits.argmax(-1)).cpu().numpy())
             labels.append(batch["labels"].cpu().numpy())

@@ -1,0 +1,116 @@
+"""The proxy run: activation cache exactness, no weight leaks between trials, determinism."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autopeft.activation_cache import ActivationCache, cached_batches, start_at_layer
+from autopeft.adapters import PEFTConfig, apply_adapters
+from autopeft.config import load_study_config
+from autopeft.data import EncodedSplit, iter_batches
+from autopeft.models import model_info
+from autopeft.proxy import ProxyTrainer
+
+CONFIGS = {
+    "lora_top": {"lora": {"size": 4, "layers": [1], "targets": ["query", "value"]}},
+    "serial_parallel_top": {"serial": {"size": 4, "layers": [1]}, "parallel": {"size": 4, "layers": [1]}},
+    "prefix_top": {"prefix": {"size": 2, "layers": [1]}},
+    "head_only": {},
+}
+
+
+def _split(n=12, seed=0) -> EncodedSplit:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 10, (n,), generator=g).tolist()
+    ids = [torch.randint(5, 100, (m,), generator=g).tolist() for m in lengths]
+    return EncodedSplit(ids, None, torch.randint(0, 2, (n,), generator=g), lengths)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_cached_step_equals_uncached(name, arch, tiny_model):
+    """With dropout off, loss and gradients from cached hidden states equal the full forward's."""
+    base = tiny_model(arch, layers=3)
+    for m in base.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    info = model_info(base)
+    config = PEFTConfig.from_dict(CONFIGS[name])
+    torch.manual_seed(1)
+    model = __import__("copy").deepcopy(base)
+    apply_adapters(model, config)
+    if name == "lora_top":  # LoRA B starts at zero: perturb so the adapter really acts
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.1)
+    k = min((min(s.layers) for s in config.modules.values()), default=info.num_layers)
+    split = _split()
+    cache = ActivationCache(base, info, pad_id=0, budget_bytes=2**30)
+    packed = cache.get("train", split, k)
+    assert packed is not None
+    model.train()
+    full = next(iter_batches(split, 6, 0, shuffle=True, seed=3))
+    loss_full = model(**full).loss
+    loss_full.backward()
+    grads_full = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    with start_at_layer(model, info, k):
+        cached = next(cached_batches(packed, split, 6, 0, shuffle=True, seed=3))
+        loss_cached = model(**cached).loss
+        loss_cached.backward()
+    torch.testing.assert_close(loss_cached, loss_full, rtol=1e-5, atol=1e-5)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, grads_full[n], rtol=1e-4, atol=1e-5, msg=n)
+    # the context restores the full model
+    assert len(model.get_submodule(info.arch.layers)) == info.num_layers
+
+
+def _trainer(write_study, **proxy) -> ProxyTrainer:
+    cfg = load_study_config(write_study())
+    cfg.proxy = cfg.proxy.model_copy(update=proxy)
+    return ProxyTrainer(cfg)
+
+
+def test_trials_do_not_leak_weights_and_repeat_exactly(write_study):
+    trainer = _trainer(write_study)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    a = PEFTConfig.from_dict({"serial": {"size": 4, "layers": [0, 1]}, "lora": {"size": 2, "layers": [1]}})
+    b = PEFTConfig.from_dict({"prefix": {"size": 2, "layers": [1]}})
+    first = trainer.run(b)
+    trainer.run(a, {"learning_rate": 5e-2})
+    again = trainer.run(b)
+    after = trainer.model.state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    assert first.score == again.score and first.train_loss == again.train_loss
+    assert trainer.model.config._attn_implementation == "sdpa"  # prefix switched only the copy
+
+
+def test_cache_is_used_and_scores_match_uncached_without_dropout(write_study, tmp_path):
+    trainer = _trainer(write_study, measure_memory=False)
+    for m in trainer.model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    config = PEFTConfig.from_dict({"lora": {"size": 2, "layers": [1], "targets": ["query", "value"]}})
+    cached = trainer.run(config)
+    trainer.cfg.proxy.activation_cache = False
+    plain = trainer.run(config)
+    assert cached.cached_from_layer == 1 and plain.cached_from_layer is None
+    assert cached.score == pytest.approx(plain.score, abs=0.03)
+    assert cached.train_loss == pytest.approx(plain.train_loss, rel=1e-3)
+
+
+def test_cache_respects_budget(write_study):
+    trainer = _trainer(write_study, activation_cache_mb=0.001)
+    config = PEFTConfig.from_dict({"lora": {"size": 2, "layers": [1]}})
+    result = trainer.run(config)
+    assert result.cached_from_layer is None and trainer.activations.bytes == 0
+
+
+def test_learning_curve_snapshots(write_study):
+    trainer = _trainer(write_study, measure_memory=False)
+    result = trainer.run(PEFTConfig.from_dict({"lora": {"size": 2, "layers": [0, 1]}}), eval_at=(16, 32))
+    assert sorted(result.curve) == [16, 32, 64]
+    assert result.curve[64] == result.score
