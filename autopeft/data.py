@@ -7,6 +7,9 @@ Files are read by hand rather than with pandas or ``datasets`` so that every pro
 """
 from __future__ import annotations
 
+import hashlib
+import os
+
 import csv
 import io
 import json
@@ -611,6 +614,43 @@ def encode(
         labels=torch.tensor(labels, dtype=dtype),
         lengths=[len(ids) for ids in input_ids],
     )
+
+
+def encode_cached(
+    raw: RawSplit,
+    labels: list[int | float],
+    tokenizer: Any,
+    max_length: int,
+    cache_dir: Path | None,
+    regression: bool | None = None,
+) -> EncodedSplit:
+    """``encode`` with an on-disk cache keyed by the tokenizer, ``max_length`` and the exact rows and labels.
+
+    The key hashes the content itself (not file names or times), so edited data never hits a stale entry.
+    """
+    if cache_dir is None:
+        return encode(raw, labels, tokenizer, max_length, regression)
+    digest = hashlib.sha256()
+    for part in (type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""), len(tokenizer), max_length,
+                 regression, raw.texts, raw.pairs, labels):
+        digest.update(repr(part).encode("utf-8", "surrogatepass"))
+    path = Path(cache_dir) / "tokens" / f"{digest.hexdigest()[:32]}.pt"
+    if path.is_file():
+        try:
+            d = torch.load(path, weights_only=True)
+            return EncodedSplit(d["input_ids"], d["token_type_ids"], d["labels"], d["lengths"])
+        except Exception as exc:  # a corrupt or foreign file is re-made, never trusted
+            logger.warning("ignoring unreadable token cache %s (%s)", path, exc)
+    split = encode(raw, labels, tokenizer, max_length, regression)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"input_ids": split.input_ids, "token_type_ids": split.token_type_ids, "labels": split.labels,
+                    "lengths": split.lengths}, tmp)
+        os.replace(tmp, path)  # atomic: concurrent workers never read a half-written file
+    except OSError as exc:
+        logger.warning("could not write the token cache %s (%s)", path, exc)
+    return split
 
 
 def iter_batches(

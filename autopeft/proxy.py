@@ -5,9 +5,11 @@ import copy
 import itertools
 import logging
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,7 +19,7 @@ from torch import nn
 from .activation_cache import ActivationCache, cached_batches, start_at_layer
 from .adapters import PEFTConfig, apply_adapters, get_adapter_kind
 from .config import ProxyConfig, StudyConfig
-from .data import EncodedSplit, TaskData, build_task_data, encode, iter_batches
+from .data import EncodedSplit, TaskData, build_task_data, encode_cached, iter_batches
 from .errors import TrialFailed
 from .memory import estimate_step_memory, measure_step_memory
 from .metrics import chance_level, get_metric
@@ -55,6 +57,11 @@ class ProxyResult:
         return asdict(self)
 
 
+def token_cache_dir() -> Path:
+    """Where tokenised splits are cached: $AUTOPEFT_CACHE_DIR, else ~/.cache/autopeft."""
+    return Path(os.environ.get("AUTOPEFT_CACHE_DIR") or Path.home() / ".cache" / "autopeft")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -78,8 +85,11 @@ class ProxyTrainer:
         self.model.eval()
         self.info: ModelInfo = model_info(self.model)
         max_len = cfg.proxy.max_length
-        self.train = encode(self.task.train, self.task.train_label_ids, self.tokenizer, max_len)
-        self.validation = encode(self.task.validation, self.task.validation_label_ids, self.tokenizer, max_len)
+        cache = token_cache_dir() if cfg.proxy.token_cache else None
+        self.train = encode_cached(self.task.train, self.task.train_label_ids, self.tokenizer, max_len, cache,
+                                   self.task.regression)
+        self.validation = encode_cached(self.task.validation, self.task.validation_label_ids, self.tokenizer,
+                                        max_len, cache, self.task.regression)
         if cfg.proxy.eval_examples:
             self.validation = self.validation.subset(cfg.proxy.eval_examples, cfg.seed)
         self.pad_id = self.tokenizer.pad_token_id or 0

@@ -96,3 +96,10 @@ storage: sqlite:///{tmp_path}/tiny.db
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _isolated_token_cache(tmp_path_factory, monkeypatch):
+    """Tests never read or write the user's ~/.cache/autopeft."""
+    if "AUTOPEFT_CACHE_DIR" not in __import__("os").environ:
+        monkeypatch.setenv("AUTOPEFT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "token-cache"))

@@ -114,3 +114,16 @@ def test_learning_curve_snapshots(write_study):
     result = trainer.run(PEFTConfig.from_dict({"lora": {"size": 2, "layers": [0, 1]}}), eval_at=(16, 32))
     assert sorted(result.curve) == [16, 32, 64]
     assert result.curve[64] == result.score
+
+
+def test_token_cache_round_trip(write_study, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOPEFT_CACHE_DIR", str(tmp_path / "cache"))
+    first = _trainer(write_study)
+    files = list((tmp_path / "cache" / "tokens").glob("*.pt"))
+    assert len(files) == 2  # train and validation
+    second = _trainer(write_study)
+    assert second.train.input_ids == first.train.input_ids and torch.equal(second.train.labels, first.train.labels)
+    (tmp_path / "dev.tsv").write_text((tmp_path / "dev.tsv").read_text() + "one more sentence\t1\n")
+    third = _trainer(write_study)
+    assert len(third.validation) == len(first.validation) + 1
+    assert len(list((tmp_path / "cache" / "tokens").glob("*.pt"))) == 3

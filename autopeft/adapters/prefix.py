@@ -97,6 +97,7 @@ class PrefixTuning(AdapterKind):
     name = "prefix"
     size_name = "length"
     options = {"init_std": 0.02}
+    default_lr = 5e-3  # prefixes without a reparametrising MLP learn slowly at adapter rates
 
     def check(self, spec: ModuleSpec, info: ModelInfo) -> None:
         std = spec.options["init_std"]
