@@ -58,6 +58,7 @@ class ProxyConfig(_Strict):
     activation_cache: bool = Field(True, description="reuse frozen layers' outputs across trials (exact up to "
                                                      "dropout in the frozen layers, which is off)")
     activation_cache_mb: float = Field(1024, ge=0, description="memory budget of that cache")
+    token_cache: bool = Field(True, description="cache tokenised splits on disk ($AUTOPEFT_CACHE_DIR)")
     threads: int | None = Field(None, ge=1, description="torch threads (default: all cores)")
 
 
