@@ -33,9 +33,17 @@ def _parser() -> argparse.ArgumentParser:
     pareto.add_argument("--format", choices=["table", "csv", "json"], default="table")
     status = study_cmd("status", "trial counts and failure reasons")
     del status
-    export = study_cmd("export", "export a trial's configuration")
-    export.add_argument("--trial", type=int, required=True, help="trial number (see 'autopeft pareto')")
+    export = study_cmd("export", "export a trial's configuration (and, with --train, trained weights)")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, help="trial number (see 'autopeft pareto')")
+    which.add_argument("--pick", metavar="RULE",
+                       help="knee | max-score | 'params<=N' | 'memory<=N' (e.g. 'params<=1e5', 'memory<=500MB')")
     export.add_argument("-o", "--output", required=True, help="output directory")
+    export.add_argument("--train", action="store_true",
+                        help="train the configuration at full fidelity (whole train split) and save the weights")
+    train = sub.add_parser("train", help="re-run the training of an exported recipe (autopeft.yaml)")
+    train.add_argument("recipe", help="autopeft.yaml written by 'autopeft export'")
+    train.add_argument("-o", "--output", help="output directory (default: the recipe's directory)")
     return p
 
 
@@ -120,8 +128,22 @@ def cmd_status(args) -> int:
 
 def cmd_export(args) -> int:
     study = _study(args)
-    out = study.export(args.trial, args.output)
-    print(f"exported trial {args.trial} to {out}")
+    number = args.trial if args.pick is None else study.pick(args.pick).number
+    out = study.export(number, args.output, train=args.train)
+    how = f"picked by '{args.pick}'" if args.pick is not None else ""
+    print(" ".join(filter(None, [f"exported trial {number}", how, "(trained)" if args.train else "", f"to {out}"])))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from .export import train_recipe
+
+    out = args.output or str(Path(args.recipe).resolve().parent)
+    trained = train_recipe(args.recipe, out)
+    print(f"trained {trained.metric}={trained.score:.4f} on {trained.examples} examples x {trained.epochs:g} "
+          f"epoch(s); saved to {trained.directory}")
     return 0
 
 
@@ -168,7 +190,7 @@ def summarise_config(config: dict, hparams: dict) -> str:
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "pareto": cmd_pareto, "status": cmd_status,
-            "export": cmd_export}
+            "export": cmd_export, "train": cmd_train}
 
 
 if __name__ == "__main__":

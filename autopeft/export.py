@@ -1,14 +1,26 @@
-"""Export a trial: the full re-runnable recipe plus an adapter directory PEFT or autopeft loads."""
+"""Export a trial: the full re-runnable recipe plus an adapter directory PEFT or autopeft loads.
+
+``export_trial(..., train=True)`` and ``autopeft train RECIPE`` run the same function, :func:`train_recipe`,
+so an exported ``autopeft.yaml`` re-runs exactly the training that produced the exported weights.
+"""
 from __future__ import annotations
 
+import json
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .adapters import PEFTConfig
+import numpy as np
+from torch import nn
+
+from .adapters import PEFTConfig, normalise_config
 from .adapters.io import save_adapters
+from .config import RecipeConfig, load_recipe
 from .errors import ConfigError
 from .models import load_model
+from .pareto import pick
 from .yamlio import dump_yaml
 
 if TYPE_CHECKING:
@@ -17,6 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RECIPE_FILE = "autopeft.yaml"
+RESULT_FILE = "train_result.json"
 
 
 def recipe(study: "Study", record: "TrialRecord") -> dict[str, Any]:
@@ -27,13 +40,15 @@ def recipe(study: "Study", record: "TrialRecord") -> dict[str, Any]:
         data[split] = str(cfg.resolve(data[split]).resolve())
     task = cfg.task.model_dump(mode="json", exclude_none=True)
     task["data"] = data
+    model = cfg.resolve(cfg.model)
     return {
         "name": f"{cfg.name}-trial{record.number}",
-        "model": cfg.model,
+        "model": str(model.resolve()) if model.is_dir() else cfg.model,  # a local model dir must stay findable
         "task": task,
         "adapters": record.config,
         "hyperparameters": record.hyperparameters,
         "proxy": cfg.proxy.model_dump(mode="json", exclude_none=True),
+        "train": cfg.train.model_dump(mode="json", exclude_none=True),
         "seed": cfg.seed,
         "device": cfg.device,
         "source": {"study": cfg.name, "trial": record.number, "values": record.values,
@@ -41,14 +56,34 @@ def recipe(study: "Study", record: "TrialRecord") -> dict[str, Any]:
     }
 
 
-def export_trial(study: "Study", record: "TrialRecord", directory: Path) -> Path:
-    """Write ``directory/autopeft.yaml`` and the adapter files for ``record`` (configuration only)."""
+def pick_trial(study: "Study", rule: str) -> "TrialRecord":
+    """The completed trial chosen by ``rule`` (knee | max-score | params<=N | memory<=N, see pareto.pick)."""
+    done = [r for r in study.trials() if r.state == "COMPLETE" and r.values]
+    names = list(done[0].values) if done else [o.name for o in study.objectives]
+    directions = [{o.name: o.direction for o in study.objectives}.get(n, "minimize") for n in names]
+    values = np.array([[r.values[n] for n in names] for r in done], dtype=float).reshape(-1, len(names))
+    return done[pick(rule, values, names, directions)]
+
+
+def export_trial(study: "Study", record: "TrialRecord", directory: Path, train: bool = False) -> Path:
+    """Write ``directory/autopeft.yaml`` and the adapter files for ``record``.
+
+    Without ``train`` only the configuration is written; with it the configuration is trained at full
+    fidelity (see :func:`train_recipe`) and the weights are saved too.
+    """
     if record.state != "COMPLETE":
         raise ConfigError(f"trial {record.number} is {record.state.lower()}, not complete",
                           "export a completed trial (see 'autopeft pareto STUDY')")
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"'{directory}' exists and is not a directory", "choose another -o path")
+    if train:
+        # validate model and data before anything is written
+        recipe_cfg = RecipeConfig.model_validate(recipe(study, record))
+        recipe_cfg.base_dir = study.cfg.base_dir
+        trained = train_recipe(recipe_cfg, directory, recipe_path=directory / RECIPE_FILE)
+        logger.info("exported trial %d, trained at full fidelity, to %s", record.number, directory)
+        return trained.directory
     directory.mkdir(parents=True, exist_ok=True)
     dump_yaml(recipe(study, record), directory / RECIPE_FILE)
     config = PEFTConfig.from_dict(record.config)
@@ -57,3 +92,71 @@ def export_trial(study: "Study", record: "TrialRecord", directory: Path) -> Path
     save_adapters(model, config, directory, weights=False)
     logger.info("exported trial %d to %s", record.number, directory)
     return directory
+
+
+@dataclass
+class TrainedExport:
+    """What :func:`train_recipe` produced: the trained model (adapters in place) and where it was saved."""
+
+    directory: Path
+    model: nn.Module
+    config: PEFTConfig
+    score: float
+    metric: str
+    examples: int
+    epochs: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "metric": self.metric, "train_examples": self.examples,
+                "epochs": self.epochs, "seconds": round(self.seconds, 2), "config": self.config.to_dict()}
+
+
+def train_recipe(recipe_cfg: RecipeConfig | str | Path, directory: str | Path,
+                 recipe_path: Path | None = None) -> TrainedExport:
+    """Train a recipe's configuration at full fidelity and save it to ``directory``.
+
+    Full fidelity: the whole train split (or ``train.train_examples``), ``train.epochs`` (default: the
+    proxy's, after the searched hyperparameters), every validation row. Writes the adapter files with
+    weights (a PEFT adapter directory too for LoRA-only configurations), ``train_result.json``, and the recipe
+    itself as ``recipe_path`` when given.
+    """
+    import torch
+
+    from .proxy import ProxyTrainer
+
+    if not isinstance(recipe_cfg, RecipeConfig):
+        recipe_cfg = load_recipe(recipe_cfg)
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"'{directory}' exists and is not a directory", "choose another -o path")
+    config = PEFTConfig.from_dict(recipe_cfg.adapters)
+    # the task head is initialised at random when the model has none: seed it so a re-run trains the same model
+    torch.manual_seed(recipe_cfg.seed)
+    trainer = ProxyTrainer(recipe_cfg.study_config())
+    config = normalise_config(config, trainer.info)
+    hparams = dict(recipe_cfg.hyperparameters)
+    hparams.update(measure_memory=False)
+    if recipe_cfg.train.epochs is not None:
+        hparams["epochs"] = recipe_cfg.train.epochs
+    examples = min(recipe_cfg.train.train_examples or len(trainer.train), len(trainer.train))
+    logger.info("training %s on %d examples x %g epoch(s)", recipe_cfg.name, examples,
+                trainer.settings(hparams).epochs)
+    model, result = trainer.fit(config, hparams, seed=recipe_cfg.seed, train_examples=examples)
+    model.eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    if recipe_path is not None:
+        dump_yaml(recipe_cfg.model_dump(mode="json", exclude_none=True), recipe_path)
+    save_adapters(model, config, directory, weights=True)
+    trained = TrainedExport(directory, model, config, result.score, trainer.metric_name, result.examples,
+                            result.epochs, result.seconds)
+    _write_json(directory / RESULT_FILE, trained.to_dict())
+    logger.info("%s: %s %.4f after %d examples x %g epoch(s); saved to %s", recipe_cfg.name, trained.metric,
+                trained.score, trained.examples, trained.epochs, directory)
+    return trained
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,9 +1,13 @@
-"""Non-dominated sorting and pick rules over objective vectors."""
+"""Non-dominated sorting, hypervolume in a fixed frame, and pick rules over objective vectors (pure functions)."""
 from __future__ import annotations
 
-from typing import Sequence
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from .errors import ConfigError
 
 
 def to_minimisation(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -21,3 +25,182 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
         dominates_i = np.all(losses <= losses[i], axis=1) & np.any(losses < losses[i], axis=1)
         mask[i] = not dominates_i.any()
     return mask
+
+
+# ---------------------------------------------------------------------------------------------- hypervolume
+#: how an objective is scaled before hypervolume and knee computations (params span decades: compare them in log10)
+OBJECTIVE_SCALES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "params": lambda v: np.log10(np.maximum(v, 1.0)),
+}
+#: fraction of the observed range the derived reference point lies beyond the worst value
+REFERENCE_MARGIN = 0.1
+
+
+def scaled_losses(values: np.ndarray, names: Sequence[str], directions: Sequence[str]) -> np.ndarray:
+    """(n, m) raw objective values -> (n, m) losses on the comparison scale (log10 params, maximised negated)."""
+    values = np.asarray(values, dtype=float).reshape(-1, len(names))
+    scaled = np.column_stack([OBJECTIVE_SCALES.get(n, lambda v: v)(values[:, j]) for j, n in enumerate(names)]) \
+        if len(names) else values
+    return to_minimisation(scaled, directions)
+
+
+@dataclass(frozen=True)
+class HypervolumeFrame:
+    """A fixed frame to measure hypervolume in: losses are scaled so ``ideal`` -> 0 and ``reference`` -> 1.
+
+    ``ideal`` and ``reference`` are (m,) losses on the comparison scale; ``derived`` says whether the
+    reference point came from the data (True) or from the study (False).
+    """
+
+    names: tuple[str, ...]
+    directions: tuple[str, ...]
+    ideal: np.ndarray
+    reference: np.ndarray
+    derived: bool
+
+    def normalise(self, values: np.ndarray) -> np.ndarray:
+        """(n, m) raw values -> (n, m) normalised losses (0 = ideal, 1 = reference point)."""
+        span = np.where(self.reference > self.ideal, self.reference - self.ideal, 1.0)
+        return (scaled_losses(values, self.names, self.directions) - self.ideal) / span
+
+    def reference_values(self) -> dict[str, float]:
+        """The reference point in the objectives' own units (what a user would write)."""
+        raw = to_minimisation(self.reference[None, :], self.directions)[0]
+        return {n: float(10 ** v if n in OBJECTIVE_SCALES else v) for n, v in zip(self.names, raw)}
+
+
+def reference_from_attrs(stored: Any, names: Sequence[str]) -> np.ndarray | None:
+    """(m,) raw reference values from a study's ``reference_point`` user attr, or None if absent or unusable.
+
+    Accepted forms: ``{objective: value}`` or a list aligned with the objectives, in the objectives' own
+    units (score, parameter count, bytes).
+    """
+    if isinstance(stored, dict):
+        stored = stored.get("values", stored)
+    if isinstance(stored, dict) and all(n in stored for n in names):
+        stored = [stored[n] for n in names]
+    if isinstance(stored, (list, tuple)) and len(stored) == len(names):
+        try:
+            ref = np.array([float(v) for v in stored])
+        except (TypeError, ValueError):
+            return None
+        return ref if np.all(np.isfinite(ref)) else None
+    return None
+
+
+def hypervolume_frame(values: np.ndarray, names: Sequence[str], directions: Sequence[str],
+                      reference_point: Sequence[float] | None = None) -> HypervolumeFrame:
+    """The frame for ``values`` (n, m): ideal = best observed per objective; reference = ``reference_point``
+    (raw units) when given, else the worst observed value plus ``REFERENCE_MARGIN`` of the range."""
+    losses = scaled_losses(values, names, directions)
+    m = len(names)
+    ideal = losses.min(axis=0) if len(losses) else np.zeros(m)
+    if reference_point is not None:
+        reference = scaled_losses(np.asarray(reference_point, dtype=float)[None, :], names, directions)[0]
+        ideal = np.minimum(ideal, reference)
+        return HypervolumeFrame(tuple(names), tuple(directions), ideal, reference, False)
+    worst = losses.max(axis=0) if len(losses) else np.ones(m)
+    span = np.where(worst > ideal, worst - ideal, 1.0)
+    return HypervolumeFrame(tuple(names), tuple(directions), ideal, worst + REFERENCE_MARGIN * span, True)
+
+
+def hypervolume(values: np.ndarray, frame: HypervolumeFrame) -> float:
+    """Fraction of the box [ideal, reference] that the points ``values`` (n, m) dominate, in [0, 1].
+
+    Points not better than the reference point in every objective add nothing.
+    """
+    from optuna._hypervolume import compute_hypervolume
+
+    losses = frame.normalise(values)
+    inside = losses[np.all(losses < 1.0, axis=1)] if len(losses) else losses
+    if not len(inside):
+        return 0.0
+    return float(compute_hypervolume(np.maximum(inside, 0.0), np.ones(losses.shape[1])))
+
+
+def hypervolume_history(values: np.ndarray, frame: HypervolumeFrame) -> np.ndarray:
+    """(n,) hypervolume of the first k rows of ``values`` (n, m), for k = 1..n (rows in trial order)."""
+    values = np.asarray(values, dtype=float)
+    out = np.zeros(len(values))
+    for k in range(len(values)):
+        # only the front changes the hypervolume: recompute on it, not on every point so far
+        prefix = values[: k + 1]
+        front = prefix[pareto_mask(prefix, frame.directions)]
+        out[k] = hypervolume(front, frame)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- pick rules
+def knee_index(values: np.ndarray, names: Sequence[str], directions: Sequence[str]) -> int:
+    """Index of the knee of the front in ``values`` (n, m): the Pareto point closest (Euclidean) to the ideal
+    point once each objective is scaled to [0, 1] over the front (log10 params).
+
+    Closest-to-ideal rather than farthest-from-the-extremes'-hyperplane: with three objectives the
+    hyperplane rule often picks an extreme point (e.g. the smallest, worst-scoring adapter)."""
+    values = np.asarray(values, dtype=float)
+    front = np.flatnonzero(pareto_mask(values, directions))
+    losses = scaled_losses(values[front], names, directions)
+    lo, hi = losses.min(axis=0), losses.max(axis=0)
+    norm = (losses - lo) / np.where(hi > lo, hi - lo, 1.0)
+    distance = np.sqrt((norm**2).sum(axis=1))
+    best = np.flatnonzero(np.isclose(distance, distance.min()))
+    return int(front[_best_score(values[front[best]], names, directions, best)])
+
+
+def max_score_index(values: np.ndarray, names: Sequence[str], directions: Sequence[str]) -> int:
+    """Index of the best score (ties broken by the other objectives, in order)."""
+    return _best_score(np.asarray(values, dtype=float), names, directions, np.arange(len(values)))
+
+
+def _best_score(values: np.ndarray, names: Sequence[str], directions: Sequence[str], index: np.ndarray) -> int:
+    """``index[i]`` of the row with the best score, then best other objectives (lexicographic)."""
+    losses = to_minimisation(values, directions)
+    order = [names.index("score")] if "score" in names else []
+    order += [j for j in range(len(names)) if j not in order]
+    # np.lexsort sorts by the last key first
+    return int(index[np.lexsort([losses[:, j] for j in reversed(order)])[0]])
+
+
+def _parse_limit(name: str, text: str) -> float:
+    from .config import parse_size
+
+    text = text.strip()
+    try:
+        return parse_size(text) if name.startswith("memory") else float(text.replace("_", ""))
+    except ValueError:
+        example = "500MB" if name.startswith("memory") else "1e5"
+        raise ConfigError(f"'{text}' is not a limit for {name}", f"write e.g. '{name}<={example}'") from None
+
+
+#: named pick rules; constraint rules ``<objective><=N`` are parsed by :func:`pick`
+PICK_RULES: dict[str, Callable[[np.ndarray, Sequence[str], Sequence[str]], int]] = {
+    "knee": knee_index,
+    "max-score": max_score_index,
+}
+_LIMIT_RULE = re.compile(r"^\s*([a-z_]+)\s*<=\s*(.+?)\s*$")
+
+
+def pick(rule: str, values: np.ndarray, names: Sequence[str], directions: Sequence[str]) -> int:
+    """Index (into ``values`` (n, m)) chosen by ``rule``: ``knee``, ``max-score`` or ``<objective><=N``
+    (the best score among points within the limit, e.g. ``params<=1e5``, ``memory<=500MB``).
+
+    Raises ConfigError for an unknown rule, and when no point meets a limit.
+    """
+    values = np.asarray(values, dtype=float).reshape(-1, len(names))
+    if not len(values):
+        raise ConfigError("the study has no completed trials to pick from", "run 'autopeft run STUDY' first")
+    rule = rule.strip()
+    if rule in PICK_RULES:
+        return PICK_RULES[rule](values, names, directions)
+    match = _LIMIT_RULE.match(rule)
+    minimised = [n for n, d in zip(names, directions) if d == "minimize"]
+    if not match or match.group(1) not in minimised:
+        limits = " | ".join(f"'{n}<=N'" for n in minimised)
+        raise ConfigError(f"unknown pick rule '{rule}'", f"use {' | '.join(PICK_RULES)} | {limits}")
+    name, limit = match.group(1), _parse_limit(match.group(1), match.group(2))
+    column = values[:, list(names).index(name)]
+    within = np.flatnonzero(column <= limit)
+    if not len(within):
+        raise ConfigError(f"no completed trial has {name} <= {limit:g} (smallest: {column.min():g})",
+                          f"raise the limit or run more trials")
+    return _best_score(values[within], names, directions, within)

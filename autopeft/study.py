@@ -335,11 +335,18 @@ class Study:
         raise StorageError(f"trial {number} does not exist in study '{self.cfg.name}'",
                            "see 'autopeft pareto STUDY' for trial numbers")
 
-    def export(self, number: int, directory: str | Path) -> Path:
-        """Write the recipe and adapter config of trial ``number`` to ``directory`` (see export.py)."""
+    def pick(self, rule: str) -> TrialRecord:
+        """The completed trial chosen by ``rule``: knee | max-score | 'params<=N' | 'memory<=N' (see pareto.pick)."""
+        from .export import pick_trial
+
+        return pick_trial(self, rule)
+
+    def export(self, number: int, directory: str | Path, train: bool = False) -> Path:
+        """Write the recipe and adapter config of trial ``number`` to ``directory``; with ``train``, train it at
+        full fidelity and save the weights too (see export.py)."""
         from .export import export_trial
 
-        return export_trial(self, self.trial(number), Path(directory))
+        return export_trial(self, self.trial(number), Path(directory), train=train)
 
 
 def format_value(name: str, value: float) -> str:
