@@ -1,0 +1,40 @@
+"""Hand-made reference configurations trained beside the search, so users see whether it beat them.
+
+Each entry is a configuration every PEFT paper compares against, placed in every layer. They are
+stored as trials of a sibling study (``<name>.references``) so that samplers never see them as
+points of the search space; reports and ``autopeft pareto`` show them flagged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .models import ModelInfo
+
+
+@dataclass(frozen=True)
+class Reference:
+    name: str
+    adapters: dict[str, Any]  # PEFTConfig.to_dict() form, with "layers": "all" filled in per model
+    full_finetune: bool = False
+    hyperparameters: dict[str, Any] | None = None
+
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("full fine-tuning", {}, full_finetune=True, hyperparameters={"learning_rate": 5e-5}),
+    Reference("Houlsby adapter (serial m=64)", {"serial": {"size": 64, "position": "both"}}),
+    Reference("parallel adapter (m=64, s=4)", {"parallel": {"size": 64, "scaling": 4.0}}),
+    Reference("prefix tuning (l=30)", {"prefix": {"size": 30}}),
+    Reference("LoRA (r=8, query/value)", {"lora": {"size": 8, "alpha_ratio": 2, "targets": ["query", "value"]}}),
+)
+
+
+def reference_config(ref: Reference, info: ModelInfo) -> dict[str, Any]:
+    """The reference's adapters placed in every layer of the model, sizes capped at the hidden size."""
+    out = {}
+    for kind, body in ref.adapters.items():
+        body = dict(body)
+        body["size"] = min(int(body["size"]), info.hidden_size)
+        body["layers"] = list(range(info.num_layers))
+        out[kind] = body
+    return out
