@@ -41,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="output directory")
     export.add_argument("--train", action="store_true",
                         help="train the configuration at full fidelity (whole train split) and save the weights")
+    report = study_cmd("report", "write the interactive report: one self-contained HTML file")
+    report.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
+    report.add_argument("--compare", nargs="+", default=[], metavar="NAME",
+                        help="other studies in the same storage to draw beside it in the hypervolume plot")
+    dashboard = study_cmd("dashboard", "serve a live report that refreshes while the study runs")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
+    dashboard.add_argument("--port", type=int, default=8050, help="port (default 8050; 0 = any free port)")
+    dashboard.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
     train = sub.add_parser("train", help="re-run the training of an exported recipe (autopeft.yaml)")
     train.add_argument("recipe", help="autopeft.yaml written by 'autopeft export'")
     train.add_argument("-o", "--output", help="output directory (default: the recipe's directory)")
@@ -135,6 +144,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    out = write_report(_study(args), args.output, compare=args.compare)
+    print(f"report written to {out}")
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    from .dashboard import serve
+
+    serve(_study(args), host=args.host, port=args.port, interval=args.interval)
+    return 0
+
+
 def cmd_train(args) -> int:
     from pathlib import Path
 
@@ -149,7 +173,7 @@ def cmd_train(args) -> int:
 
 def render_table(study, front) -> str:
     """The Pareto front as an aligned text table."""
-    from .study import format_value
+    from .study import format_value, summarise_config
 
     if not front:
         return "no completed trials yet"
@@ -175,22 +199,9 @@ def render_table(study, front) -> str:
     return "\n".join(lines)
 
 
-def summarise_config(config: dict, hparams: dict) -> str:
-    parts = []
-    for kind, body in config.items():
-        size = body.get("size")
-        layers = body.get("layers")
-        if isinstance(layers, dict):
-            parts.append(f"{kind}{{{','.join(f'{k}:{v}' for k, v in layers.items())}}}")
-        else:
-            parts.append(f"{kind}={size}@{','.join(map(str, layers))}")
-    if "learning_rate" in hparams:
-        parts.append(f"lr={hparams['learning_rate']:.1e}")
-    return " ".join(parts) or "(no adapters: head only)"
-
-
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "pareto": cmd_pareto, "status": cmd_status,
-            "export": cmd_export, "train": cmd_train}
+            "export": cmd_export, "train": cmd_train,
+            "report": cmd_report, "dashboard": cmd_dashboard}
 
 
 if __name__ == "__main__":

@@ -28,9 +28,12 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- hypervolume
-#: how an objective is scaled before hypervolume and knee computations (params span decades: compare them in log10)
+#: how an objective is scaled before hypervolume and knee computations: parameter counts and bytes span decades,
+#: so they are compared in log10 (as the BO engine's scales do)
 OBJECTIVE_SCALES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "params": lambda v: np.log10(np.maximum(v, 1.0)),
+    "memory": lambda v: np.log10(np.maximum(v, 1.0)),
+    "memory_estimate": lambda v: np.log10(np.maximum(v, 1.0)),
 }
 #: fraction of the observed range the derived reference point lies beyond the worst value
 REFERENCE_MARGIN = 0.1
@@ -111,11 +114,13 @@ def hypervolume(values: np.ndarray, frame: HypervolumeFrame) -> float:
     """
     from optuna._hypervolume import compute_hypervolume
 
-    losses = frame.normalise(values)
-    inside = losses[np.all(losses < 1.0, axis=1)] if len(losses) else losses
-    if not len(inside):
+    values = np.asarray(values, dtype=float).reshape(-1, len(frame.names))
+    # strictly better than the reference in every objective (a degenerate box, reference == ideal, holds nothing)
+    inside = np.all(scaled_losses(values, frame.names, frame.directions) < frame.reference, axis=1)
+    if not inside.any():
         return 0.0
-    return float(compute_hypervolume(np.maximum(inside, 0.0), np.ones(losses.shape[1])))
+    losses = np.clip(frame.normalise(values[inside]), 0.0, 1.0)
+    return float(compute_hypervolume(losses, np.ones(losses.shape[1])))
 
 
 def hypervolume_history(values: np.ndarray, frame: HypervolumeFrame) -> np.ndarray:

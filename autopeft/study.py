@@ -357,6 +357,21 @@ def format_value(name: str, value: float) -> str:
     return f"{value:.4f}"
 
 
+def summarise_config(config: dict, hparams: dict) -> str:
+    """A configuration in one short line: ``serial=8@0,1 lora{0:4,1:2} lr=1.0e-03``."""
+    parts = []
+    for kind, body in config.items():
+        size = body.get("size")
+        layers = body.get("layers")
+        if isinstance(layers, dict):
+            parts.append(f"{kind}{{{','.join(f'{k}:{v}' for k, v in layers.items())}}}")
+        else:
+            parts.append(f"{kind}={size}@{','.join(map(str, layers))}")
+    if "learning_rate" in hparams:
+        parts.append(f"lr={hparams['learning_rate']:.1e}")
+    return " ".join(parts) or "(no adapters: head only)"
+
+
 def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
