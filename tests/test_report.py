@@ -241,6 +241,31 @@ def test_live_dashboard_draws_in_chromium(dashboard, tmp_path):
     assert all(r.startswith(dashboard.url) for r in status["resources"])  # only its own server
 
 
+def test_storage_is_readable_by_optuna_dashboard(write_study):
+    """README promises `optuna-dashboard URL` shows a study: check through its WSGI app (no server needed)."""
+    optuna_dashboard = pytest.importorskip("optuna_dashboard", reason="pip install optuna-dashboard (a dev extra)")
+    from wsgiref.util import setup_testing_defaults
+
+    study = make_synthetic_study(write_study, n=4, references=False)
+    app = optuna_dashboard.wsgi(study.storage_url)
+
+    def get(path: str):
+        env: dict = {}
+        setup_testing_defaults(env)
+        env.update(PATH_INFO=path, REQUEST_METHOD="GET")
+        status = []
+        body = b"".join(app(env, lambda s, headers, exc=None: status.append(s)))
+        return status[0], json.loads(body)
+
+    status, summaries = get("/api/studies")
+    assert status.startswith("200")
+    (summary,) = [s for s in summaries["study_summaries"] if s["study_name"] == study.cfg.name]
+    assert summary["directions"] == ["maximize", "minimize", "minimize"]
+    status, detail = get(f"/api/studies/{summary['study_id']}")
+    assert status.startswith("200") and len(detail["trials"]) == 4
+    assert {"config", "hyperparameters", "fidelity"} <= {a["key"] for a in detail["trials"][0]["user_attrs"]}
+
+
 def test_render_html_escapes_script_end():
     from autopeft.report import ReportData
 
