@@ -261,6 +261,8 @@ def get_layer_info(points: Sequence[Point], num_layers: int | None = None) -> La
 def _layer_sizes(config: dict[str, Any]) -> dict[str, dict[int, int]]:
     out: dict[str, dict[int, int]] = {}
     for kind, body in (config or {}).items():
+        if not isinstance(body, dict):  # e.g. {"full_finetune": true} of the full fine-tuning reference
+            continue
         layers = body.get("layers")
         if isinstance(layers, dict):
             out[kind] = {int(k): int(v) for k, v in layers.items()}
@@ -488,7 +490,7 @@ def build_report(study: "Study", compare: Sequence[str] = ()) -> ReportData:
     """Read the study (and the studies named in ``compare``, same storage) and compute every figure."""
     import optuna
 
-    from .study import format_value, summarise_config
+    from .study import format_value
 
     optuna_study = study.load()
     names = list(optuna_study.user_attrs.get("objectives") or [o.name for o in study.objectives])
@@ -561,7 +563,7 @@ def build_report(study: "Study", compare: Sequence[str] = ()) -> ReportData:
             f"autopeft export {study_arg} --trial {p.number} -o export/trial-{p.number}"
         rows.append([p.reference or p.number, *[p.values[n] for n in names],
                      None if p.params_pct is None else round(p.params_pct, 4), p.fidelity or "",
-                     summarise_config(p.config, p.hyperparameters), export])
+                     _summary(p), export])
     last = max((t.datetime_complete.timestamp() for t in trials if t.datetime_complete), default=0.0)
     summary = [("study", study.cfg.name), ("model", str(optuna_study.user_attrs.get("model", study.cfg.model))),
                ("objectives", ", ".join(f"{n} ({d[:3]})" for n, d in zip(names, directions))),
@@ -574,6 +576,14 @@ def build_report(study: "Study", compare: Sequence[str] = ()) -> ReportData:
                      "so numbers are comparable within this report only.")
     version = f"{len(trials)}:{last:.3f}:{sum(counts.values())}"
     return ReportData(f"autopeft report — {study.cfg.name}", summary, figures, columns, rows, notes, version)
+
+
+def _summary(p: Point) -> str:
+    from .study import summarise_config
+
+    if p.reference is not None:
+        return p.reference
+    return summarise_config(p.config, p.hyperparameters)
 
 
 def _num_layers(optuna_study: "optuna.Study") -> int | None:

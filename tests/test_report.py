@@ -63,10 +63,13 @@ def make_synthetic_study(write_study, n: int = 16, reference_point: bool = True,
     if references:
         sibling = optuna.create_study(study_name=f"{study.cfg.name}.references", storage=storage,
                                       directions=["maximize", "minimize", "minimize"])
-        for name, params, score in [("LoRA (r=8, query/value)", 2048, 0.8), ("full fine-tuning", 120000, 0.88)]:
+        # as Study.run_references stores them: user attr "reference" = the name
+        for name, params, score, config in [
+                ("LoRA (r=8, query/value)", 2048, 0.8, {"lora": {"size": 8, "layers": [0, 1]}}),
+                ("full fine-tuning", 120000, 0.88, {"full_finetune": True})]:
             sibling.add_trial(optuna.trial.create_trial(
                 values=[score, params, 40 * 2**20],
-                user_attrs={"reference": True, "name": name, "config": {}, "fidelity": "proxy: 64 examples x 1 epoch(s)"}))
+                user_attrs={"reference": name, "config": config, "fidelity": "proxy: 64 examples x 1 epoch(s)"}))
     return study
 
 
