@@ -192,7 +192,7 @@ def _reference_points(study: "Study", optuna_study: "optuna.Study", names: Seque
     from optuna.trial import TrialState
 
     name = f"{optuna_study.study_name}.references"
-    storage = optuna_study._storage
+    storage = study.storage_url
     if name not in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
         return []
     sibling = optuna.load_study(study_name=name, storage=storage)
@@ -507,7 +507,7 @@ def build_report(study: "Study", compare: Sequence[str] = ()) -> ReportData:
         series.setdefault(p.group or study.cfg.name, []).append(p)
     for other in compare:
         try:
-            other_study = optuna.load_study(study_name=other, storage=optuna_study._storage)
+            other_study = optuna.load_study(study_name=other, storage=study.storage_url)
         except KeyError:
             from .errors import StorageError
 

@@ -269,6 +269,12 @@ def test_storage_is_readable_by_optuna_dashboard(write_study):
     assert {"config", "hyperparameters", "fidelity"} <= {a["key"] for a in detail["trials"][0]["user_attrs"]}
 
 
+def test_cli_dashboard_without_a_stored_study_exits_2(write_study, capsys):
+    assert main(["dashboard", str(write_study()), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "no storage" in err and len(err.strip().splitlines()) == 1
+
+
 def test_render_html_escapes_script_end():
     from autopeft.report import ReportData
 
