@@ -165,3 +165,25 @@ def test_cli_export_bad_input_writes_nothing(write_study, tmp_path, capsys):
     assert main(["train", str(path), "-o", str(out)]) == 2  # a study file is not a recipe
     assert "not an exported recipe" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("change,words", [
+    (("train: {}", "trian: {}"), "did you mean 'train'"),
+    (("size: 4", "size: 400"), "larger than the layer"),
+    (("train.tsv", "nothere.tsv"), "nothere.tsv"),
+])
+def test_bad_recipe_exits_2_and_writes_nothing(write_study, tmp_path, tiny_model_dir, capsys, change, words):
+    write_study()  # writes the data files
+    good = f"""name: r
+model: {tiny_model_dir}
+task: {{data: {{train: train.tsv, validation: dev.tsv, text: sentence, label: label}}}}
+adapters: {{lora: {{size: 4, layers: [0]}}}}
+train: {{}}
+"""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(good.replace(*change))
+    out = tmp_path / "never"
+    assert main(["train", str(recipe), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
