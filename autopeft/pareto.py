@@ -125,13 +125,18 @@ def hypervolume(values: np.ndarray, frame: HypervolumeFrame) -> float:
 
 def hypervolume_history(values: np.ndarray, frame: HypervolumeFrame) -> np.ndarray:
     """(n,) hypervolume of the first k rows of ``values`` (n, m), for k = 1..n (rows in trial order)."""
-    values = np.asarray(values, dtype=float)
+    values = np.asarray(values, dtype=float).reshape(-1, len(frame.names))
+    losses = to_minimisation(values, frame.directions)
     out = np.zeros(len(values))
+    front: list[int] = []
+    current = 0.0
     for k in range(len(values)):
-        # only the front changes the hypervolume: recompute on it, not on every point so far
-        prefix = values[: k + 1]
-        front = prefix[pareto_mask(prefix, frame.directions)]
-        out[k] = hypervolume(front, frame)
+        # a point weakly dominated by the front so far adds nothing: skip the (costly) recomputation
+        if front and np.any(np.all(losses[front] <= losses[k], axis=1)):
+            out[k] = current
+            continue
+        front = [i for i in front if not np.all(losses[k] <= losses[i])] + [k]
+        current = out[k] = hypervolume(values[front], frame)
     return out
 
 
