@@ -45,3 +45,19 @@ def test_dominated_trials_stop_at_a_rung(write_study, tmp_path):
     for t in stopped:
         assert t.user_attrs["rung"] in (16, 32) and "stopped at rung" in t.user_attrs["fail_reason"]
         assert t.user_attrs["measured"]["stopped_at"] == t.user_attrs["rung"]
+
+
+def test_refine_pareto_points_with_seeds(write_study, capsys):
+    study = write_study()
+    study.write_text(study.read_text() + "train: {train_examples: 64, epochs: 2}\nrefine: {seeds: 2}\n")
+    assert main(["run", str(study), "--trials", "3"]) == 0
+    capsys.readouterr()
+    assert main(["refine", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "mean±sd at full: 64 examples x 2 epoch(s), 2 seeds" in out
+    from autopeft import Study
+
+    front = Study.from_yaml(study).pareto_front()
+    for r in front:
+        refined = r.attrs["refined"]
+        assert len(refined["scores"]) == 2 and refined["mean"] == pytest.approx(np.mean(refined["scores"]))
