@@ -1,0 +1,136 @@
+"""Simulated study-level compute to reach 95 % of the reference hypervolume: MO-ASHA vs single fidelity.
+
+Replays the tabulated benchmark (benchmarks/data/peft_*.csv: every configuration's score after 250, 500,
+1000 and 2000 training examples, and its seconds at 2000). Configurations arrive in a random order (the
+same order for both arms, 50 orders); each arm pays compute in proportion to the examples a trial trains on:
+
+- single fidelity: every trial trains on all 2000 examples;
+- MO-ASHA (autopeft/rungs.py, the code the study runs): a trial reaching rung r continues only if it is in the
+  top 1/eta, by non-dominated sorting over (score at r, params), of the trials that reached r.
+
+Hypervolume: score (maximise) x log10(params + 1) (minimise) of the completed trials' full-fidelity scores,
+normalised by the table's bounds, against a fixed reference point; the reference hypervolume is that of
+the whole table. Prints the median compute each arm needs to reach 95 % of it, and the ratio.
+
+    python benchmarks/multifidelity_sim.py [--csv benchmarks/data/peft_sst2.csv] [--eta 3] [--orders 50] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from autopeft.rungs import promote  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FIDELITIES = (250, 500, 1000, 2000)
+DIRECTIONS = ["maximize", "minimize"]
+
+
+def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores (n, 4), log-params (n,), seconds at full fidelity (n,)) of the successful rows."""
+    scores, params, seconds = [], [], []
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            if row["status"] != "ok" or not row["score_2000"]:
+                continue
+            scores.append([float(row[f"score_{n}"]) for n in FIDELITIES])
+            params.append(np.log10(float(row["params"]) + 1))
+            seconds.append(float(row["seconds"]))
+    return np.array(scores), np.array(params), np.array(seconds)
+
+
+def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
+    """Area dominated by ``points`` (minimise both columns) up to ``ref``."""
+    pts = points[(points[:, 0] < ref[0]) & (points[:, 1] < ref[1])]
+    if not len(pts):
+        return 0.0
+    pts = pts[np.argsort(pts[:, 0])]
+    area, best_y = 0.0, ref[1]
+    for x, y in pts:
+        if y < best_y:
+            area += (ref[0] - x) * (best_y - y)
+            best_y = y
+    return area
+
+
+def simulate(order, scores, params, seconds, eta, rungs, ref, lo, span, multi):
+    """Cumulative compute and hypervolume after each trial of one arm."""
+    reached: dict[int, list[list[float]]] = {r: [] for r in rungs}
+    done_points, spent, trace = [], 0.0, []
+    for i in order:
+        fraction = 1.0
+        if multi:
+            for j, r in enumerate(rungs):
+                vec = [scores[i, FIDELITIES.index(r)], params[i]]
+                ok = promote(vec, reached[r], DIRECTIONS, eta)
+                reached[r].append(vec)
+                if not ok:
+                    fraction = r / FIDELITIES[-1]
+                    break
+        spent += seconds[i] * fraction
+        if fraction == 1.0:
+            done_points.append([(-scores[i, -1] - lo[0]) / span[0], (params[i] - lo[1]) / span[1]])
+        trace.append((spent, hypervolume_2d(np.array(done_points), ref) if done_points else 0.0))
+    return trace
+
+
+def compute_to_reach(trace, target):
+    return next((spent for spent, hv in trace if hv >= target), float("inf"))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--csv", type=Path, default=REPO / "benchmarks/data/peft_sst2.csv")
+    ap.add_argument("--eta", type=float, default=3.0)
+    ap.add_argument("--rungs", type=int, nargs="+", default=[250, 500, 1000])
+    ap.add_argument("--orders", type=int, default=50)
+    ap.add_argument("--fraction", type=float, default=0.95)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    scores, params, seconds = load(args.csv)
+    n = len(scores)
+    losses = np.stack([-scores[:, -1], params], axis=1)
+    lo, hi = losses.min(axis=0), losses.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    ref = (1.1, 1.1)
+    reference = hypervolume_2d((losses - lo) / span, ref)
+    target = args.fraction * reference
+    rng = np.random.default_rng(0)
+    single, multi = [], []
+    for _ in range(args.orders):
+        order = rng.permutation(n)
+        single.append(compute_to_reach(simulate(order, scores, params, seconds, args.eta, args.rungs, ref, lo, span,
+                                                False), target))
+        multi.append(compute_to_reach(simulate(order, scores, params, seconds, args.eta, args.rungs, ref, lo, span,
+                                               True), target))
+    reached_multi = [m for m in multi if np.isfinite(m)]
+    s_med, m_med = float(np.median(single)), float(np.median(multi))
+    rank_tau = kendall_between_fidelities(scores)
+    print(f"table: {args.csv.name}, {n} configurations; reference hypervolume {reference:.4f}")
+    print(f"Kendall tau of scores vs the 2000-example score: " +
+          ", ".join(f"{f}: {t:.2f}" for f, t in zip(FIDELITIES[:-1], rank_tau)))
+    print(f"compute (s) to reach {args.fraction:.0%} of it, median over {args.orders} orders: single fidelity "
+          f"{s_med:.0f}, MO-ASHA (rungs {args.rungs}, eta {args.eta:g}) {m_med:.0f}; ratio {s_med / m_med:.2f}; "
+          f"MO-ASHA reached it in {len(reached_multi)}/{args.orders} orders")
+    if args.json:
+        args.json.write_text(json.dumps({"configs": n, "single_median_s": s_med, "multi_median_s": m_med,
+                                         "ratio": s_med / m_med, "multi_reached": len(reached_multi),
+                                         "orders": args.orders, "kendall_tau": dict(zip(map(str, FIDELITIES[:-1]),
+                                                                                        rank_tau))}, indent=2))
+    return 0
+
+
+def kendall_between_fidelities(scores: np.ndarray) -> list[float]:
+    from scipy.stats import kendalltau
+
+    return [float(kendalltau(scores[:, j], scores[:, -1]).statistic) for j in range(scores.shape[1] - 1)]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
