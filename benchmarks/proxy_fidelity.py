@@ -1,0 +1,93 @@
+"""Do proxy runs rank configurations like full training? Kendall tau and Pareto agreement.
+
+For each task, N configurations sampled from search_spaces/autopeft.yaml and search_spaces/lora.yaml are
+trained twice with the same seed: at proxy fidelity (``--proxy-examples``, 1 epoch) and at full fidelity
+(``--full-examples`` >= 10x the proxy's data, ``--full-epochs`` >= 3). Prints Kendall tau between the two
+score vectors, and the agreement of Pareto membership over (score, params) (Jaccard index of the two
+fronts, and the share of full-fidelity Pareto points the proxy also puts on its front).
+
+    python benchmarks/proxy_fidelity.py [--quick] [--tasks sst2 rte] [--configs 30] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def main(argv=None) -> int:
+    from collect_table import TASKS, sample_values
+
+    from autopeft.adapters import normalise_config
+    from autopeft.config import StudyConfig
+    from autopeft.pareto import pareto_mask
+    from autopeft.proxy import ProxyTrainer
+    from autopeft.space import SearchSpace
+    from autopeft.yamlio import load_yaml
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="8 configs, SST-2 only")
+    ap.add_argument("--tasks", nargs="+", default=["sst2", "rte"], choices=sorted(TASKS))
+    ap.add_argument("--configs", type=int, default=30)
+    ap.add_argument("--proxy-examples", type=int, default=250)
+    ap.add_argument("--full-examples", type=int, default=2500)
+    ap.add_argument("--full-epochs", type=float, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.configs, args.tasks = 8, ["sst2"]
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    out = {}
+    for task in args.tasks:
+        cfg = StudyConfig.model_validate(dict(
+            name=f"fidelity-{task}", model="sentence-transformers/all-MiniLM-L6-v2", task=TASKS[task],
+            search_space={}, proxy=dict(train_examples=args.proxy_examples, epochs=1, max_length=128 if task == "rte"
+                                        else 64, batch_size=32, threads=args.threads, measure_memory=False), seed=0))
+        trainer = ProxyTrainer(cfg)
+        spaces = [SearchSpace.from_spec(load_yaml(REPO / f"search_spaces/{n}.yaml")[0], trainer.info.num_layers)
+                  for n in ("autopeft", "lora")]
+        rng = np.random.default_rng(7)
+        proxy_scores, full_scores, params = [], [], []
+        start = time.perf_counter()
+        for i in range(args.configs):
+            space = spaces[i % 2]
+            config, hparams = space.decode(sample_values(space, rng))
+            config = normalise_config(config, trainer.info)
+            p = trainer.run(config, hparams, seed=0)
+            f = trainer.run(config, {**hparams, "epochs": args.full_epochs}, seed=0,
+                            train_examples=args.full_examples)
+            proxy_scores.append(p.score), full_scores.append(f.score), params.append(p.params)
+            print(f"{task} {i + 1}/{args.configs}: params {p.params:>8} proxy {p.score:.3f} full {f.score:.3f}",
+                  flush=True)
+        tau = float(kendalltau(proxy_scores, full_scores).statistic)
+        front_p = pareto_mask(np.c_[proxy_scores, params], ["maximize", "minimize"])
+        front_f = pareto_mask(np.c_[full_scores, params], ["maximize", "minimize"])
+        jaccard = float((front_p & front_f).sum() / max(1, (front_p | front_f).sum()))
+        recall = float((front_p & front_f).sum() / max(1, front_f.sum()))
+        out[task] = {"kendall_tau": tau, "pareto_jaccard": jaccard, "pareto_recall": recall,
+                     "configs": args.configs, "proxy_examples": min(args.proxy_examples, len(trainer.train)),
+                     "full_examples": min(args.full_examples, len(trainer.train)), "full_epochs": args.full_epochs,
+                     "seconds": time.perf_counter() - start,
+                     "proxy_scores": proxy_scores, "full_scores": full_scores, "params": params}
+        print(f"{task}: Kendall tau {tau:.3f}; Pareto Jaccard {jaccard:.2f}, recall {recall:.2f} "
+              f"({args.configs} configs, proxy {out[task]['proxy_examples']} ex x 1 epoch vs full "
+              f"{out[task]['full_examples']} ex x {args.full_epochs:g} epochs)")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
