@@ -63,7 +63,7 @@ class ProxyConfig(_Strict):
 
 
 class OptimizerConfig(_Strict):
-    name: str = "gp"
+    name: str = Field("mobo", description="mobo | gp | tpe | nsga2 | random | ax")
     initial_trials: int = Field(8, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -82,7 +82,7 @@ def export_trial(study: "Study", record: "TrialRecord", directory: Path, train: 
         recipe_cfg = RecipeConfig.model_validate(recipe(study, record))
         recipe_cfg.base_dir = study.cfg.base_dir
         trained = train_recipe(recipe_cfg, directory, recipe_path=directory / RECIPE_FILE)
-        logger.info("exported trial %d, trained at full fidelity, to %s", record.number, directory)
+        logger.debug("exported trial %d, trained at full fidelity, to %s", record.number, directory)
         return trained.directory
     directory.mkdir(parents=True, exist_ok=True)
     dump_yaml(recipe(study, record), directory / RECIPE_FILE)

@@ -19,7 +19,7 @@ from .adapters import PEFTConfig, count_adapter_params, normalise_config
 from .config import StudyConfig, load_study_config
 from .errors import AutoPEFTError, ConfigError, StorageError, TrialFailed
 from .objectives import Objective, load_objectives
-from .optimizers import make_sampler
+from .optimizers import SamplerContext, check_reference_point, derive_reference_point, make_sampler
 from .pareto import pareto_mask
 from .space import SearchSpace
 from .storage import default_storage, mask_url, open_storage, storage_exists
@@ -115,8 +115,8 @@ class Study:
         from .metrics import get_metric
 
         get_metric(self.cfg.task.metric or ("pearson" if self.cfg.task.type == "regression" else "accuracy"))
-        make_sampler(self.cfg.optimizer.name, self.cfg.optimizer.options, self.cfg.seed, 1)
         space, trainer = self.space, self.trainer
+        make_sampler(self.cfg.optimizer.name, self._sampler_context(self.cfg.seed))
         lo, hi = space.param_range(trainer.info)
         return ValidationReport(space.num_configurations(), space.dimensions(), lo, hi, trainer.info.base_params,
                                 trainer.info.num_layers, len(trainer.train), len(trainer.validation),
@@ -161,7 +161,7 @@ class Study:
         Resumes: trials already in the storage count. Returns the Pareto front.
         """
         space = self.space  # validates model, data and space before anything is written
-        make_sampler(self.cfg.optimizer.name, self.cfg.optimizer.options, self.cfg.seed, 1)  # bad name: no storage
+        make_sampler(self.cfg.optimizer.name, self._sampler_context(self.cfg.seed))  # bad name: no storage
         target = n_trials or self.cfg.budget.trials
         timeout = timeout if timeout is not None else self.cfg.budget.seconds
         study = self._create_or_load()
@@ -172,8 +172,8 @@ class Study:
         if done >= target:
             logger.info("study '%s' already has %d/%d trials; nothing to run", self.cfg.name, done, target)
             return self.pareto_front(study)
-        study.sampler = make_sampler(self.cfg.optimizer.name, self.cfg.optimizer.options,
-                                     self.cfg.seed + len(study.trials), self.cfg.optimizer.initial_trials)
+        study.sampler = make_sampler(self.cfg.optimizer.name,
+                                     self._sampler_context(self.cfg.seed + len(study.trials), study))
         if done:
             logger.info("resuming study '%s': %d/%d trials done", self.cfg.name, done, target)
         start = time.monotonic()
@@ -261,6 +261,35 @@ class Study:
             if estimate > mem_limit:
                 return f"infeasible: estimated memory {estimate} B > max_memory {mem_limit:.0f} B"
         return None
+
+    def _known(self, values: dict[str, Any]) -> dict[str, float]:
+        """Objectives computable without training, exactly, for flat ``values``."""
+        config, hparams = self.space.decode(values)
+        config = normalise_config(config, self.trainer.info)
+        params = count_adapter_params(config, self.trainer.info)
+        return {"params": float(params), "memory_estimate": float(
+            self.trainer.estimate_memory(config, params, self.trainer.settings(hparams)))}
+
+    def _feasible(self, values: dict[str, Any]) -> bool:
+        config, hparams = self.space.decode(values)
+        config = normalise_config(config, self.trainer.info)
+        return self._over_budget(config, count_adapter_params(config, self.trainer.info), hparams) is None
+
+    def _sampler_context(self, seed: int, study: optuna.Study | None = None) -> SamplerContext:
+        """What the optimizer backend gets; with ``study``, the reference point fixed in (or now stored to) it."""
+        names = tuple(o.name for o in self.objectives)
+        given = check_reference_point(self.cfg.optimizer.options.get("reference_point"), names)
+        ref = None
+        if study is not None:
+            ref = study.user_attrs.get("reference_point")
+            if ref is None:
+                ref = derive_reference_point(self.space, names, [o.direction for o in self.objectives], self._known,
+                                             given, worst={"score": self.trainer.chance})
+                study.set_user_attr("reference_point", ref)
+            elif given and any(ref.get(k) != v for k, v in given.items()):
+                logger.warning("keeping the reference point stored with the study (%s); the YAML's differs", ref)
+        return SamplerContext(dict(self.cfg.optimizer.options), seed, self.cfg.optimizer.initial_trials, self.space,
+                              names, tuple(o.direction for o in self.objectives), self._known, self._feasible, ref)
 
     def _random_feasible(self, rng: np.random.Generator, tries: int = 2000) -> dict[str, Any]:
         """A random point that meets the hard budgets (rejection sampling; known objectives are cheap)."""
