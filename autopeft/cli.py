@@ -7,15 +7,35 @@ import io
 import json
 import logging
 import sys
-from typing import Sequence
+from typing import Callable, NoReturn, Sequence
 
 from .errors import AutoPEFTError
 
 logger = logging.getLogger("autopeft")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (problem — fix) with exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} — see '{self.prog} --help'\n")
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value <= 0:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a positive {'whole ' if kind is int else ''}number")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="autopeft", description="Search parameter-efficient fine-tuning configurations.")
+    p = _Parser(prog="autopeft", description="Search parameter-efficient fine-tuning configurations.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -26,13 +46,23 @@ def _parser() -> argparse.ArgumentParser:
         return s
 
     run = study_cmd("run", "run or resume a study")
-    run.add_argument("--trials", type=int, help="total trials the study should hold (default: budget.trials)")
-    run.add_argument("--timeout", type=float, help="wall-clock limit in seconds (default: budget.time)")
+    worker = study_cmd("worker", "join a study as one more worker (start any number, on any machines sharing "
+                                 "--storage); prints a summary when the study is done")
+    for cmd in (run, worker):
+        cmd.add_argument("--trials", type=_positive(int),
+                         help="total trials the study should hold (default: budget.trials)")
+        cmd.add_argument("--timeout", type=_positive(float), help="wall-clock limit in seconds (default: budget.time)")
+    run.add_argument("--workers", type=_positive(int), default=1, metavar="K",
+                     help="run K worker processes on this machine (default 1)")
     study_cmd("validate", "check a study file, its model, data and space; print the space size")
     pareto = study_cmd("pareto", "print the Pareto front")
     pareto.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    pareto.add_argument("--with-references", action="store_true",
+                        help="csv/json: also list the reference configs (the table always shows them)")
     status = study_cmd("status", "trial counts and failure reasons")
     del status
+    refine = study_cmd("refine", "re-train the Pareto points at full fidelity with several seeds")
+    refine.add_argument("--seeds", type=int, help="seeds per point (default: refine.seeds in the YAML, 3)")
     export = study_cmd("export", "export a trial's configuration (and, with --train, trained weights)")
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--trial", type=int, help="trial number (see 'autopeft pareto')")
@@ -65,8 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted — run 'autopeft run {getattr(args, 'study', 'STUDY')}' again to resume; "
-              "finished trials are kept", file=sys.stderr)
+        command = args.command if args.command in ("run", "worker") else "run"
+        print(f"\ninterrupted — run 'autopeft {command} {getattr(args, 'study', 'STUDY')}' again to resume; "
+              "finished trials are kept and the interrupted one runs again", file=sys.stderr)
         return 130
 
 
@@ -78,8 +109,8 @@ def _study(args):
 
 def cmd_run(args) -> int:
     study = _study(args)
-    front = study.optimize(n_trials=args.trials, timeout=args.timeout)
-    print(render_table(study, front))
+    front = study.optimize(n_trials=args.trials, timeout=args.timeout, workers=args.workers)
+    print(render_table(study, front, study.references()))
     return 0
 
 
@@ -103,35 +134,51 @@ def cmd_validate(args) -> int:
 def cmd_pareto(args) -> int:
     study = _study(args)
     front = study.pareto_front(study.load())
+    refs = study.references()
     if args.format == "json":
-        print(json.dumps([r.to_dict() for r in front], indent=2, default=str))
+        rows = front + (refs if args.with_references else [])
+        print(json.dumps([r.to_dict() for r in rows], indent=2, default=str))
     elif args.format == "csv":
         buf = io.StringIO()
         names = [o.name for o in study.objectives]
         w = csv.writer(buf)
         w.writerow(["trial", *names, "fidelity", "config", "hyperparameters"])
-        for r in front:
-            w.writerow([r.number, *[r.values.get(n) for n in names], r.fidelity, json.dumps(r.config),
+        for r in front + (refs if args.with_references else []):
+            w.writerow([f"ref:{r.attrs['reference']}" if r.attrs.get("reference") else r.number,
+                        *[r.values.get(n) for n in names], r.fidelity, json.dumps(r.config),
                         json.dumps(r.hyperparameters)])
         print(buf.getvalue(), end="")
     else:
-        print(render_table(study, front))
+        print(render_table(study, front, refs))
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from .workers import worker_name
+
+    study = _study(args)
+    name = worker_name()
+    study.optimize(n_trials=args.trials, timeout=args.timeout, worker=name)
+    r = study.status(args.trials)
+    print(f"worker {name} done: study '{r.name}' holds {r.counted}/{r.target} trials")
     return 0
 
 
 def cmd_status(args) -> int:
-    study = _study(args)
-    records = study.trials(study.load())
-    counts: dict[str, int] = {}
-    reasons: dict[str, int] = {}
-    for r in records:
-        state = "INFEASIBLE" if r.attrs.get("infeasible") else r.state
-        counts[state] = counts.get(state, 0) + 1
-        if r.fail_reason and state == "FAIL":
-            reasons[r.fail_reason] = reasons.get(r.fail_reason, 0) + 1
-    print(f"study '{study.cfg.name}': {len(records)} trials — " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())))
-    for reason, n in sorted(reasons.items(), key=lambda x: -x[1]):
+    r = _study(args).status()
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(r.kinds.items()))
+    print(f"study '{r.name}': {r.total} trials, {r.counted}/{r.target} counted toward the budget — {kinds}")
+    for reason, n in r.reasons.items():
         print(f"  failed x{n}: {reason}")
+    for number, worker, seconds in r.running:
+        print(f"  running: trial {number} on {worker or 'an unnamed worker'} for {seconds:.0f}s")
+    return 0
+
+
+def cmd_refine(args) -> int:
+    study = _study(args)
+    front = study.refine(seeds=args.seeds)
+    print(render_table(study, front, study.references()))
     return 0
 
 
@@ -171,8 +218,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-def render_table(study, front) -> str:
-    """The Pareto front as an aligned text table."""
+def render_table(study, front, references=()) -> str:
+    """The Pareto front (and the hand-made references, flagged) as an aligned text table."""
     from .study import format_value, summarise_config
 
     if not front:
@@ -181,26 +228,36 @@ def render_table(study, front) -> str:
     header = ["trial", *names, "config"]
     rows = []
     base = None
-    for r in front:
-        cells = [str(r.number)]
+    for r in [*front, *references]:
+        cells = ["ref" if r.attrs.get("reference") else str(r.number)]
         for n in names:
             cell = format_value(n, r.values[n])
+            refined = r.attrs.get("refined")
+            if n == "score" and refined:
+                cell = f"{cell} -> {refined['mean']:.4f}±{refined['sd']:.4f}"
             if n == "params":
                 base = base or r.attrs.get("measured", {}).get("params_pct")
                 pct = r.attrs.get("measured", {}).get("params_pct")
                 cell += f" ({pct:.2f}%)" if pct is not None else ""
             cells.append(cell)
-        cells.append(summarise_config(r.config, r.hyperparameters))
+        ref = r.attrs.get("reference")
+        cells.append(f"[reference] {ref}" if ref else summarise_config(r.config, r.hyperparameters))
         rows.append(cells)
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-    lines = [f"Pareto front ({len(front)} trials, {front[0].fidelity or 'proxy'}):",
+    refined = next((r.attrs["refined"]["fidelity"] for r in front if r.attrs.get("refined")), None)
+    fidelity = front[0].fidelity or "proxy"
+    lines = [f"Pareto front ({len(front)} trials, scores at {fidelity}"
+             + (f"; -> mean±sd at {refined}" if refined else "") + "):",
              "  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows[:len(front)]]
+    if references:
+        lines.append("references (same fidelity, not part of the search):")
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows[len(front):]]
     return "\n".join(lines)
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "pareto": cmd_pareto, "status": cmd_status,
-            "export": cmd_export, "train": cmd_train,
+COMMANDS = {"run": cmd_run, "worker": cmd_worker, "validate": cmd_validate, "pareto": cmd_pareto,
+            "status": cmd_status, "export": cmd_export, "train": cmd_train, "refine": cmd_refine,
             "report": cmd_report, "dashboard": cmd_dashboard}
 
 

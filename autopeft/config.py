@@ -59,6 +59,9 @@ class ProxyConfig(_Strict):
                                                      "dropout in the frozen layers, which is off)")
     activation_cache_mb: float = Field(1024, ge=0, description="memory budget of that cache")
     token_cache: bool = Field(True, description="cache tokenised splits on disk ($AUTOPEFT_CACHE_DIR)")
+    rungs: list[int] = Field(default_factory=list, description="training examples seen at which a trial may "
+                                                               "stop early when dominated (MO-ASHA); [] = off")
+    reduction_factor: float = Field(3.0, gt=1, description="keep the top 1/eta of the trials at each rung")
     threads: int | None = Field(None, ge=1, description="torch threads (default: all cores)")
 
 
@@ -133,6 +136,30 @@ class TrainConfig(_Strict):
     eval_examples: int | None = Field(None, ge=1, description="validation rows scored (default: all)")
 
 
+class RefineConfig(_Strict):
+    """Re-training of the Pareto points at full fidelity (the ``train`` block) with several seeds."""
+
+    seeds: int = Field(3, ge=1, description="seeds per Pareto point; the front then shows mean ± sd")
+    auto: bool = Field(False, description="refine at the end of every 'autopeft run' (else: 'autopeft refine')")
+
+
+class RecoveryConfig(_Strict):
+    """What happens to a trial whose worker died (SIGKILL, lost machine): every running trial beats every
+    ``heartbeat`` seconds; one silent for ``grace`` seconds is marked failed by the next worker that looks, and its
+    configuration is run again up to ``retries`` times (a retried trial no longer counts toward the budget)."""
+
+    retries: int = Field(1, ge=0, description="re-runs of a trial whose worker died")
+    heartbeat: int = Field(10, ge=1, description="seconds between heartbeats of a running trial")
+    grace: int = Field(30, ge=2, description="seconds without a heartbeat after which a trial is stale")
+
+    @model_validator(mode="after")
+    def _grace_covers_heartbeats(self):
+        if self.grace <= self.heartbeat:
+            raise ValueError(f"grace ({self.grace}s) must be longer than heartbeat ({self.heartbeat}s), or every "
+                             "running trial looks dead; e.g. grace: 3 x heartbeat")
+        return self
+
+
 class StudyConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     model: str
@@ -144,9 +171,13 @@ class StudyConfig(_Strict):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    refine: RefineConfig = Field(default_factory=RefineConfig)
     storage: str | None = None
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    references: bool = Field(False, description="also train full fine-tuning and the standard hand-made configs "
+                                                "(Houlsby, parallel, prefix 30, LoRA r=8) at the proxy fidelity")
 
     #: directory of the YAML file; relative data/space/objective paths resolve against it (then the CWD)
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -10,7 +10,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from .metrics import chance_level, get_metric
 from .models import ModelInfo, load_model, model_info
 
 logger = logging.getLogger(__name__)
+
+#: a run whose loss (mean of the last 3 steps) grows past this multiple of its first step's has diverged
+DIVERGENCE_FACTOR = 10.0
 
 DEFAULT_METRIC = {"classification": "accuracy", "regression": "pearson"}
 
@@ -49,6 +52,8 @@ class ProxyResult:
     curve: dict[int, float] = field(default_factory=dict)
     #: the lowest adapted layer when the frozen layers below it were served from the activation cache
     cached_from_layer: int | None = None
+    #: training examples seen when a rung stopped the run (``score`` is then the score there)
+    stopped_at: int | None = None
 
     def objectives(self) -> dict[str, float]:
         return {"score": self.score, "params": self.params, "memory": self.memory, "memory_estimate": self.memory_estimate}
@@ -118,18 +123,23 @@ class ProxyTrainer:
 
     # ------------------------------------------------------------------ the run
     def run(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
-            train_examples: int | None = None, eval_at: Sequence[int] = ()) -> ProxyResult:
+            train_examples: int | None = None, eval_at: Sequence[int] = (),
+            full_finetune: bool = False, on_eval: Callable[[int, float], bool] | None = None) -> ProxyResult:
         """Like :meth:`fit`, without keeping the trained model."""
-        return self.fit(config, hparams, seed, train_examples, eval_at)[1]
+        return self.fit(config, hparams, seed, train_examples, eval_at, full_finetune, on_eval)[1]
 
     def fit(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
-            train_examples: int | None = None, eval_at: Sequence[int] = ()) -> tuple[nn.Module, ProxyResult]:
+            train_examples: int | None = None, eval_at: Sequence[int] = (),
+            full_finetune: bool = False,
+            on_eval: Callable[[int, float], bool] | None = None) -> tuple[nn.Module, ProxyResult]:
         """Train ``config`` on a fresh copy of the base model and score it on the validation split.
 
         Returns the trained model (adapters in place) and what the run measured.
 
         ``eval_at`` lists numbers of training examples seen after which the validation score is also
-        recorded (``result.curve``), so one run yields scores at several fidelities.
+        recorded (``result.curve``), so one run yields scores at several fidelities; ``on_eval(n, score)``
+        is called after each and returning False stops the run there (``result.stopped_at``). ``full_finetune``
+        trains every weight (the reference point adapters are compared with); ``params`` is then the whole body.
         Raises TrialFailed (NaN/inf loss, out of memory) with a reason the study records.
         """
         start = time.perf_counter()
@@ -138,6 +148,9 @@ class ProxyTrainer:
         torch.manual_seed(seed)
         model = copy.deepcopy(self.model)
         adapter_params = apply_adapters(model, config)
+        if full_finetune:
+            head = {id(p) for n in self.info.arch.head for p in model.get_submodule(n).parameters()}
+            adapter_params = [p.requires_grad_(True) for p in model.parameters() if id(p) not in head]
         n_params = sum(p.numel() for p in adapter_params)
         model.to(self.device)
         head_params = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in adapter_params)]
@@ -157,7 +170,8 @@ class ProxyTrainer:
         curve: dict[int, float] = {}
         pending = sorted(n for n in eval_at if n < len(train) * proxy.epochs)
         # Layers below the lowest adapted one are frozen and adapter-free: reuse their cached output.
-        k = min((min(s.layers) for s in config.modules.values()), default=self.info.num_layers)
+        k = 0 if full_finetune else min((min(s.layers) for s in config.modules.values()),
+                                        default=self.info.num_layers)
         cached = self._cached_inputs(train, n_examples, seed, k, proxy)
         tail = start_at_layer(model, self.info, k) if cached else nullcontext()
 
@@ -172,9 +186,14 @@ class ProxyTrainer:
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
+            recent, first = np.mean(losses[-3:]), max(losses[0], 0.1)  # floor: a near-zero start is no yardstick
+            if len(losses) >= 4 and recent > DIVERGENCE_FACTOR * first:
+                raise TrialFailed(f"diverged: loss {recent:.4g} at step {step + 1}/{total_steps}, more than "
+                                  f"{DIVERGENCE_FACTOR:g}x its start ({first:.4g}); lower the learning rate")
 
         model.train()
         step = 0
+        stopped_at: int | None = None
         try:
             if proxy.measure_memory:
                 # Measured on the full model so the number is the config's true training memory, cache or not.
@@ -198,8 +217,14 @@ class ProxyTrainer:
                             if seen >= n and n not in curve:
                                 curve[n] = self.evaluate(model, cached=cached)
                                 model.train()
+                                if on_eval is not None and not on_eval(n, curve[n]):
+                                    stopped_at = n
+                        if stopped_at is not None:
+                            break
                     epoch += 1
-                score = self.evaluate(model, cached=cached)
+                    if stopped_at is not None:
+                        break
+                score = curve[stopped_at] if stopped_at is not None else self.evaluate(model, cached=cached)
         except torch.OutOfMemoryError as exc:
             raise TrialFailed(f"out of memory at step {step + 1}: {str(exc).splitlines()[0]}") from None
         finally:
@@ -212,7 +237,8 @@ class ProxyTrainer:
             seconds=time.perf_counter() - start, train_loss=float(np.mean(losses[-20:])) if losses else float("nan"),
             steps=step, examples=len(train), epochs=proxy.epochs, chance=self.chance,
             memory_detail={k: v for k, v in memory.items() if k != "peak"},
-            curve={**curve, int(len(train) * proxy.epochs): float(score)},
+            curve={**curve, int(len(train) * proxy.epochs): float(score)} if stopped_at is None else curve,
+            stopped_at=stopped_at,
             cached_from_layer=k if cached else None,
         )
 

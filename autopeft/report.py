@@ -45,7 +45,7 @@ DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboards"
 GROUP_ATTRS = ("optimizer", "seed")
 #: axis titles and display scales per objective
 UNITS = {"memory": ("peak memory (MiB)", 2.0**-20), "memory_estimate": ("estimated memory (MiB)", 2.0**-20),
-         "params": ("trainable parameters (0 drawn at 1)", 1.0), "score": ("score", 1.0)}
+         "params": ("trainable parameters", 1.0), "score": ("score", 1.0)}
 LOG_AXES = {"params"}
 COLORS = {"front": "#1f77b4", "dominated": "#9aa5b1", "reference": "#d62728"}
 
@@ -326,8 +326,10 @@ def get_effect_info(points: Sequence[Point], names: Sequence[str]) -> EffectInfo
 
 
 # ============================================================================ draw it
-def _axis(name: str) -> dict[str, Any]:
+def _axis(name: str, points: Sequence[Point] = ()) -> dict[str, Any]:
     label, _ = UNITS.get(name, (name, 1.0))
+    if name in LOG_AXES and any(p.values[name] <= 0 for p in points):
+        label += " (0 drawn at 1)"
     return {"title": {"text": label}, **({"type": "log"} if name in LOG_AXES else {})}
 
 
@@ -402,13 +404,10 @@ def draw_pareto(info: ParetoInfo, names: Sequence[str]) -> "go.Figure":
         else:
             fig.add_trace(go.Scatter(**coords, **common))
     if three:
-        scene = {f"{a}axis": _axis(n) for a, n in zip("xyz", info.axes)}
-        for a, n in zip("xyz", info.axes):
-            if n in LOG_AXES:
-                scene[f"{a}axis"]["type"] = "log"
+        scene = {f"{a}axis": _axis(n, info.points) for a, n in zip("xyz", info.axes)}
         fig.update_layout(scene=scene, height=560)
     else:
-        fig.update_layout(xaxis=_axis(info.axes[0]), yaxis=_axis(info.axes[1]), height=420)
+        fig.update_layout(xaxis=_axis(info.axes[0], info.points), yaxis=_axis(info.axes[1], info.points), height=420)
     fig.update_layout(margin={"l": 60, "r": 20, "t": 30, "b": 50}, legend={"orientation": "h", "y": -0.18},
                       hoverlabel={"align": "left"})
     return fig

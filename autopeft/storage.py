@@ -5,6 +5,7 @@ import os
 import re
 import warnings
 from pathlib import Path
+from urllib.parse import unquote
 
 import optuna
 
@@ -12,14 +13,44 @@ from .errors import StorageError
 
 #: environment variable that overrides the storage URL of every study (keeps passwords out of YAML)
 STORAGE_ENV = "AUTOPEFT_STORAGE"
-#: a running trial whose worker sent no heartbeat for GRACE_S is failed (and may be retried) on the next start
+#: defaults of the study YAML's ``recovery`` block: a running trial whose worker sent no heartbeat for GRACE_S
+#: is failed (and may be retried) by the next worker that looks
 HEARTBEAT_S = 10
 GRACE_S = 30
 
+# scheme://userinfo@rest; greedy up to the last '@' so an unescaped '@' in a password is masked too
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>.*)@(?P<rest>.*)$", re.S)
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass)=)([^&#\s]*)")
+
+
+def _has_password(userinfo: str) -> bool:
+    """``user:password`` (a user name has no '/': ``sqlite:///a:b@c.db`` is a path, not a login)."""
+    return ":" in userinfo and "/" not in userinfo.split(":", 1)[0]
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords a storage URL carries (userinfo and ``?password=``), raw and percent-decoded."""
+    found: list[str] = []
+    m = _USERINFO.match(url)
+    if m and _has_password(m["userinfo"]):
+        found.append(m["userinfo"].split(":", 1)[1])
+    found += [v for _, v in _QUERY_SECRET.findall(url)]
+    return [s for secret in found if secret for s in {secret, unquote(secret)}]
+
 
 def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db`` (also ``?password=``)."""
+    m = _USERINFO.match(url)
+    if m and _has_password(m["userinfo"]):
+        url = f"{m['scheme']}{m['userinfo'].split(':', 1)[0]}:***@{m['rest']}"
+    return _QUERY_SECRET.sub(r"\1***", url)
+
+
+def redact(text: str, url: str) -> str:
+    """``text`` (an error message, a log line) with every password of ``url`` replaced by ``***``."""
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return re.sub(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+", lambda m: mask_url(m.group()), text)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -33,8 +64,12 @@ def storage_exists(url: str) -> bool:
     return path.exists() if path is not None else True
 
 
-def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
-    """Open (and for SQLite, when ``create``, make the folder of) an RDB storage; one-line error if unreachable."""
+def open_storage(url: str, create: bool = True, heartbeat: int = HEARTBEAT_S,
+                 grace: int = GRACE_S) -> optuna.storages.RDBStorage:
+    """Open (and for SQLite, when ``create``, make the folder of) an RDB storage; one-line error if unreachable.
+
+    Trials run under it beat every ``heartbeat`` seconds; one silent for ``grace`` seconds counts as stale.
+    """
     path = sqlite_path(url)
     if path is not None:
         if not create and not path.exists():
@@ -51,16 +86,18 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
         kwargs = {"pool_pre_ping": True} if path is None else {"connect_args": {"timeout": 60}}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S)
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                              grace_period=grace)
     except ImportError as exc:
-        raise StorageError(f"no database driver for '{mask_url(url)}' ({exc})",
+        raise StorageError(f"no database driver for '{mask_url(url)}' ({redact(str(exc), url)})",
                            "pip install 'psycopg[binary]' for PostgreSQL") from None
     except Exception as exc:  # sqlalchemy's OperationalError & co: the server is unreachable
-        first = mask_url(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
+        # driver messages may quote the DSN: redact before anything reaches the user
+        first = redact(str(exc).strip().splitlines()[0], url) if str(exc).strip() else type(exc).__name__
         raise StorageError(f"cannot open storage '{mask_url(url)}' ({first[:200]})",
                            "check the URL, that the server runs and the credentials") from None
 
 
 def default_storage(url_from_yaml: str | None, name: str) -> str:
+    """The storage URL of a study: $AUTOPEFT_STORAGE, else the YAML's ``storage``, else ``runs/NAME.db``."""
     return os.environ.get(STORAGE_ENV) or url_from_yaml or f"sqlite:///runs/{name}.db"

@@ -5,7 +5,10 @@ import logging
 import math
 import time
 import warnings
+import zlib
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,11 @@ from .errors import AutoPEFTError, ConfigError, StorageError, TrialFailed
 from .objectives import Objective, load_objectives
 from .optimizers import SamplerContext, check_reference_point, derive_reference_point, make_sampler
 from .pareto import pareto_mask
+from .rungs import promote
 from .space import SearchSpace
 from .storage import default_storage, mask_url, open_storage, storage_exists
+from .workers import (POLL_S, counted_trials, fail_stale_trials, is_surplus, mark_interrupted, mark_surplus,
+                      progress, replaced_numbers, run_local_workers, trial_kind)
 from .yamlio import load_yaml
 
 logger = logging.getLogger(__name__)
@@ -51,7 +57,8 @@ class TrialRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"trial": self.number, "state": self.state, "values": self.values, "config": self.config,
                 "hyperparameters": self.hyperparameters, "duration_s": self.duration,
-                "fidelity": self.fidelity, **({"fail_reason": self.fail_reason} if self.fail_reason else {})}
+                "fidelity": self.fidelity, **({"fail_reason": self.fail_reason} if self.fail_reason else {}),
+                **({"reference": self.attrs["reference"]} if self.attrs.get("reference") else {})}
 
 
 @dataclass
@@ -66,6 +73,19 @@ class ValidationReport:
     validation_examples: int
     num_labels: int
     objectives: list[str]
+
+
+@dataclass
+class StatusReport:
+    """What ``autopeft status`` prints: trials by kind (see workers.trial_kind) and why they failed."""
+
+    name: str
+    total: int
+    counted: int  # finished trials that count toward ``target``
+    target: int
+    kinds: dict[str, int]
+    reasons: dict[str, int]  # failure reason -> trials, most frequent first
+    running: list[tuple[int, str | None, float]]  # (trial, worker, seconds since it started)
 
 
 class Study:
@@ -124,7 +144,7 @@ class Study:
 
     # ------------------------------------------------------------------ storage
     def _create_or_load(self) -> optuna.Study:
-        storage = open_storage(self.storage_url)
+        storage = open_storage(self.storage_url, heartbeat=self.cfg.recovery.heartbeat, grace=self.cfg.recovery.grace)
         directions = [o.direction for o in self.objectives]
         study = optuna.create_study(storage=storage, study_name=self.cfg.name, directions=directions,
                                     load_if_exists=True)
@@ -155,44 +175,68 @@ class Study:
                                "run 'autopeft run STUDY' first, or pass the right --storage") from None
 
     # ------------------------------------------------------------------ search
-    def optimize(self, n_trials: int | None = None, timeout: float | None = None) -> list[TrialRecord]:
-        """Run trials until the study holds ``n_trials`` finished ones (budget.trials by default).
+    def optimize(self, n_trials: int | None = None, timeout: float | None = None, workers: int = 1,
+                 worker: str | None = None) -> list[TrialRecord]:
+        """Run trials until the study holds ``n_trials`` counted ones (budget.trials by default; see workers.py).
 
-        Resumes: trials already in the storage count. Returns the Pareto front.
+        Resumes: trials already in the storage count. ``workers`` > 1 runs that many processes on this machine;
+        ``worker`` names this process when others share the storage (``autopeft worker``) and seeds its sampler
+        apart from theirs. Returns the Pareto front.
         """
         space = self.space  # validates model, data and space before anything is written
         make_sampler(self.cfg.optimizer.name, self._sampler_context(self.cfg.seed))  # bad name: no storage
+        if workers < 1:
+            raise ConfigError(f"--workers must be at least 1 (got {workers})", "pass --workers 1 or more")
         target = n_trials or self.cfg.budget.trials
         timeout = timeout if timeout is not None else self.cfg.budget.seconds
         study = self._create_or_load()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        done = self._count_finished(study)
+        if self.cfg.references:
+            self.run_references()
+        if workers > 1:
+            run_local_workers(self.cfg, self.storage_url, target, timeout, workers)
+            return self.pareto_front(self.load())
+        recovery = self.cfg.recovery
+        fail_stale_trials(study, recovery.grace, recovery.retries)
+        done = progress(study).finished
         if done >= target:
             logger.info("study '%s' already has %d/%d trials; nothing to run", self.cfg.name, done, target)
             return self.pareto_front(study)
-        study.sampler = make_sampler(self.cfg.optimizer.name,
-                                     self._sampler_context(self.cfg.seed + len(study.trials), study))
+        seed = self.cfg.seed + len(study.trials) + (zlib.crc32(worker.encode()) if worker else 0)
+        study.sampler = make_sampler(self.cfg.optimizer.name, self._sampler_context(seed, study))
         if done:
             logger.info("resuming study '%s': %d/%d trials done", self.cfg.name, done, target)
         start = time.monotonic()
         durations: list[float] = []
         infeasible_streak = 0
-        rng = np.random.default_rng(self.cfg.seed + len(study.trials))
-        while done < target:
-            if timeout is not None and time.monotonic() - start > timeout:
-                logger.info("time budget of %.0fs reached after %d trials", timeout, done)
+        rng = np.random.default_rng(seed)
+        waiting = False
+        while True:
+            fail_stale_trials(study, recovery.grace, recovery.retries)
+            now = progress(study)
+            if now.finished >= target:
                 break
-            trial = study.ask(space.distributions)
-            try:
-                # ask/tell does not beat by itself; the beat lets other workers fail this trial if we die
-                with get_heartbeat_thread(trial._trial_id, study._storage):
-                    outcome = self._run_trial(study, trial)
-            except KeyboardInterrupt:
-                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
-                study.tell(trial, state=TrialState.FAIL)
-                raise
+            if timeout is not None and time.monotonic() - start > timeout:
+                logger.info("time budget of %.0fs reached after %d trials", timeout, now.finished)
+                break
+            if now.finished + now.running >= target:
+                # the last trials run elsewhere; stay, so that one whose worker dies is retried here
+                if not waiting:
+                    logger.info("waiting for %d trial(s) running in other workers", now.running)
+                waiting = True
+                time.sleep(POLL_S)
+                continue
+            waiting = False
+            with warnings.catch_warnings():  # heartbeats are run below, around the trial, not by study.optimize
+                warnings.simplefilter("ignore", UserWarning)
+                trial = study.ask()  # parameters are suggested under the heartbeat: the sampler may take a while
+            with get_heartbeat_thread(trial._trial_id, study._storage):  # lets other workers fail it if we die
+                try:
+                    outcome = self._start_trial(study, trial, target, worker)
+                except KeyboardInterrupt:
+                    mark_interrupted(study, trial)
+                    raise
+            if outcome == "surplus":
+                continue
             if outcome == "infeasible":
                 infeasible_streak += 1
                 if infeasible_streak >= MAX_INFEASIBLE_STREAK:
@@ -200,10 +244,22 @@ class Study:
                     infeasible_streak = 0
                 continue
             infeasible_streak = 0
-            done += 1
             durations.append(study.trials[trial.number].duration.total_seconds())
-            self._log_progress(study, trial.number, done, target, durations)
+            self._log_progress(study, trial.number, progress(study).finished, target, durations)
+        if self.cfg.refine.auto and progress(study).finished >= target:
+            return self.refine()
         return self.pareto_front(study)
+
+    def _start_trial(self, study: optuna.Study, trial: optuna.Trial, target: int, worker: str | None) -> str:
+        """Give up a trial asked in a race for the last slot, else suggest its parameters and run it."""
+        if is_surplus(study, trial.number, target):
+            mark_surplus(study, trial, target)
+            return "surplus"
+        if worker:
+            trial.set_user_attr("worker", worker)
+        for name, distribution in self.space.distributions.items():
+            trial._suggest(name, distribution)  # what study.ask(distributions) does, after the heartbeat started
+        return self._run_trial(study, trial)
 
     def _run_trial(self, study: optuna.Study, trial: optuna.Trial) -> str:
         """Decode, check budgets, train, tell. Returns 'complete' | 'failed' | 'infeasible'."""
@@ -222,20 +278,38 @@ class Study:
             return "infeasible"
         proxy = self.trainer.settings(hparams)
         trial.set_user_attr("proxy", proxy.model_dump(mode="json"))
-        trial.set_user_attr("fidelity", f"proxy: {min(proxy.train_examples, len(self.trainer.train))} examples "
-                                        f"x {proxy.epochs:g} epoch(s)")
+        trial.set_user_attr("fidelity", self._fidelity(proxy))
+        rungs = sorted(r for r in proxy.rungs if r < min(proxy.train_examples, len(self.trainer.train)) * proxy.epochs)
+        reached: dict[str, float] = {}
+        names = [o.name for o in self.objectives]
+
+        def at_rung(n: int, score: float) -> bool:
+            reached[str(n)] = score
+            trial.set_user_attr("rungs", reached)  # peers read it as soon as it is written
+            return promote(self._rung_vector(score, config, params, proxy),
+                           self._rung_peers(study, trial.number, str(n)),
+                           [o.direction for o in self.objectives], proxy.reduction_factor, names.index("score"))
+
         try:
-            result = self.trainer.run(config, hparams, seed=self.cfg.seed)
+            result = self.trainer.run(config, hparams, seed=self.cfg.seed, eval_at=rungs,
+                                      on_eval=at_rung if rungs else None)
         except TrialFailed as exc:
             return self._fail(study, trial, str(exc))
         except AutoPEFTError:
             raise
         except Exception as exc:  # a bug or a library error in one trial must not end the study
-            logger.exception("trial %d raised", trial.number)
+            logger.debug("trial %d raised", trial.number, exc_info=True)  # the reason is logged by _fail
             return self._fail(study, trial, f"{type(exc).__name__}: {exc}")
         measured = result.to_dict()
         measured["params_pct"] = 100.0 * result.params / info.base_params
         trial.set_user_attr("measured", measured)
+        if result.stopped_at is not None:
+            trial.set_user_attr("fail_reason", f"stopped at rung {result.stopped_at} examples: score "
+                                               f"{result.score:.4f} not in the top 1/{proxy.reduction_factor:g}")
+            trial.set_user_attr("rung", result.stopped_at)
+            study.tell(trial, state=TrialState.PRUNED)
+            logger.info("trial %d stopped at rung %d (score %.4f)", trial.number, result.stopped_at, result.score)
+            return "pruned"
         if result.score <= result.chance + 1e-9:
             logger.warning("trial %d scored %.4f, at chance level (%.4f): the proxy may be too short or the "
                            "learning rate off", trial.number, result.score, result.chance)
@@ -244,6 +318,25 @@ class Study:
             return self._fail(study, trial, f"objective values not finite: {values}")
         study.tell(trial, values)
         return "complete"
+
+    def _rung_vector(self, score: float, config: PEFTConfig, params: int, proxy) -> list[float]:
+        """Objective vector at a rung: the rung's score, the rest as known before training
+        (measured memory stands in as its analytic estimate, since the peers' measurements differ in time)."""
+        memory = float(self.trainer.estimate_memory(config, params, proxy))
+        values = {"score": score, "params": float(params), "memory": memory, "memory_estimate": memory}
+        return [values[o.name] for o in self.objectives]
+
+    def _rung_peers(self, study: optuna.Study, number: int, rung: str) -> list[list[float]]:
+        """Objective vectors at ``rung`` of the other trials that reached it (score, then known objectives)."""
+        peers = []
+        for t in study.get_trials(deepcopy=False):
+            score = t.user_attrs.get("rungs", {}).get(rung)
+            if t.number == number or score is None:
+                continue
+            config = normalise_config(PEFTConfig.from_dict(t.user_attrs["config"]), self.trainer.info)
+            proxy = self.trainer.settings(t.user_attrs.get("hyperparameters"))
+            peers.append(self._rung_vector(score, config, count_adapter_params(config, self.trainer.info), proxy))
+        return peers
 
     def _fail(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> str:
         trial.set_user_attr("fail_reason", reason)
@@ -314,12 +407,6 @@ class Study:
         raise ConfigError("no configuration in the search space meets the constraints",
                           "raise constraints.max_params / max_memory or allow smaller sizes")
 
-    @staticmethod
-    def _count_finished(study: optuna.Study) -> int:
-        return sum(1 for t in study.get_trials(deepcopy=False)
-                   if t.state in (TrialState.COMPLETE, TrialState.FAIL)
-                   or (t.state == TrialState.PRUNED and not t.user_attrs.get("infeasible")))
-
     def _log_progress(self, study: optuna.Study, number: int, done: int, target: int, durations: list[float]) -> None:
         t = study.trials[number]
         front = self.pareto_front(study)
@@ -332,6 +419,97 @@ class Study:
         logger.info("trial %d/%d (#%d) %s  %.1fs | Pareto %d | best score %.4f | ETA %s", done, target, number,
                     vals, durations[-1], len(front), best, format_duration(eta))
 
+    # ------------------------------------------------------------------ refinement
+    def refine(self, seeds: int | None = None) -> list[TrialRecord]:
+        """Re-train every Pareto point at full fidelity (``train`` block) with ``seeds`` seeds (``refine.seeds``).
+
+        Stores mean ± sd of the score per point in the study (``refined_<trial>``); already refined points
+        with as many seeds are skipped, so an interrupted refinement resumes. Returns the refined front.
+        """
+        seeds = seeds or self.cfg.refine.seeds
+        study = self.load()
+        front = self.pareto_front(study)
+        train = self.cfg.train
+        for i, record in enumerate(front, 1):
+            done = record.attrs.get("refined", {})
+            if len(done.get("scores", [])) >= seeds:
+                continue
+            config = normalise_config(PEFTConfig.from_dict(record.config), self.trainer.info)
+            hparams = dict(record.hyperparameters)
+            if train.epochs:
+                hparams["epochs"] = train.epochs
+            examples = train.train_examples or len(self.trainer.train)
+            proxy = self.trainer.settings(hparams)
+            scores = []
+            for seed in range(self.cfg.seed, self.cfg.seed + seeds):
+                try:
+                    scores.append(self.trainer.run(config, hparams, seed=seed, train_examples=examples).score)
+                except TrialFailed as exc:
+                    logger.warning("refining trial %d, seed %d failed: %s", record.number, seed, exc)
+            if not scores:
+                continue
+            summary = {"scores": scores, "mean": float(np.mean(scores)), "sd": float(np.std(scores, ddof=1))
+                       if len(scores) > 1 else 0.0,
+                       "fidelity": f"full: {min(examples, len(self.trainer.train))} examples x "
+                                   f"{proxy.epochs:g} epoch(s), {len(scores)} seeds"}
+            study.set_user_attr(f"refined_{record.number}", summary)
+            logger.info("refined %d/%d: trial %d score %.4f ± %.4f (proxy %.4f)", i, len(front), record.number,
+                        summary["mean"], summary["sd"], record.values.get("score", float("nan")))
+        return self.pareto_front(study)
+
+    # ------------------------------------------------------------------ references
+    @property
+    def references_name(self) -> str:
+        return f"{self.cfg.name}.references"
+
+    def run_references(self) -> list[TrialRecord]:
+        """Train the hand-made reference configs not yet stored (at the proxy fidelity); see references.py."""
+        from .adapters import PEFTConfig
+        from .references import REFERENCES, reference_config
+
+        study = optuna.create_study(storage=open_storage(self.storage_url), study_name=self.references_name,
+                                    directions=[o.direction for o in self.objectives], load_if_exists=True)
+        have = {t.user_attrs.get("reference") for t in study.get_trials(deepcopy=False)
+                if t.state in (TrialState.COMPLETE, TrialState.FAIL)}
+        info = self.trainer.info
+        for ref in REFERENCES:
+            if ref.name in have:
+                continue
+            config = normalise_config(PEFTConfig.from_dict(reference_config(ref, info)), info)
+            trial = study.ask()
+            trial.set_user_attr("reference", ref.name)
+            trial.set_user_attr("config", config.to_dict() if not ref.full_finetune else {"full_finetune": True})
+            trial.set_user_attr("hyperparameters", ref.hyperparameters or {})
+            proxy = self.trainer.settings(ref.hyperparameters)
+            trial.set_user_attr("fidelity", self._fidelity(proxy))
+            try:
+                result = self.trainer.run(config, ref.hyperparameters, seed=self.cfg.seed,
+                                          full_finetune=ref.full_finetune)
+            except TrialFailed as exc:
+                self._fail(study, trial, str(exc))
+                continue
+            measured = result.to_dict()
+            measured["params_pct"] = 100.0 * result.params / info.base_params
+            trial.set_user_attr("measured", measured)
+            study.tell(trial, [float(result.objectives()[o.name]) for o in self.objectives])
+            logger.info("reference %-32s %s  %.1fs", ref.name, " ".join(
+                f"{o.name}={format_value(o.name, result.objectives()[o.name])}" for o in self.objectives),
+                result.seconds)
+        return self.references(study)
+
+    def references(self, study: optuna.Study | None = None) -> list[TrialRecord]:
+        """Completed reference trials (empty when the study has none)."""
+        if study is None:
+            try:
+                study = optuna.load_study(study_name=self.references_name,
+                                          storage=open_storage(self.storage_url, create=False))
+            except (KeyError, StorageError):
+                return []
+        return [r for r in self.trials(study) if r.state == "COMPLETE"]
+
+    def _fidelity(self, proxy) -> str:
+        return f"proxy: {min(proxy.train_examples, len(self.trainer.train))} examples x {proxy.epochs:g} epoch(s)"
+
     # ------------------------------------------------------------------ results
     def trials(self, study: optuna.Study | None = None) -> list[TrialRecord]:
         study = study or self.load()
@@ -339,11 +517,33 @@ class Study:
         records = []
         for t in study.get_trials(deepcopy=False):
             values = dict(zip(names, t.values)) if t.values else {}
+            attrs = dict(t.user_attrs)
+            refined = study.user_attrs.get(f"refined_{t.number}")  # finished trials are immutable in Optuna
+            if refined:
+                attrs["refined"] = refined
             records.append(TrialRecord(
                 t.number, t.state.name, values, t.user_attrs.get("config", {}),
                 t.user_attrs.get("hyperparameters", {}), t.duration.total_seconds() if t.duration else None,
-                t.user_attrs.get("fail_reason"), t.user_attrs.get("fidelity"), dict(t.user_attrs)))
+                t.user_attrs.get("fail_reason"), t.user_attrs.get("fidelity"), attrs))
         return records
+
+    def status(self, target: int | None = None) -> StatusReport:
+        """Counts by kind, failure reasons and running trials of the stored study (read-only)."""
+        trials = self.load().get_trials(deepcopy=False)
+        replaced = replaced_numbers(trials)
+        kinds: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        for t in trials:
+            kind = trial_kind(t, replaced)
+            kinds[kind] += 1
+            if kind in ("fail", "retried", "interrupted") and t.user_attrs.get("fail_reason"):
+                reasons[t.user_attrs["fail_reason"]] += 1
+        now = datetime.now()
+        running = [(t.number, t.user_attrs.get("worker"), (now - t.datetime_start).total_seconds())
+                   for t in trials if t.state == TrialState.RUNNING and t.datetime_start]
+        counted = sum(1 for t in counted_trials(trials) if t.state != TrialState.RUNNING)
+        return StatusReport(self.cfg.name, len(trials), counted, target or self.cfg.budget.trials, dict(kinds),
+                            dict(reasons.most_common()), running)
 
     def pareto_front(self, study: optuna.Study | None = None) -> list[TrialRecord]:
         """Completed trials no other completed trial dominates, sorted by score (best first)."""

@@ -1,0 +1,220 @@
+"""Many workers on one storage: which trials count toward the budget, stale and interrupted trials, and
+``K`` local worker processes.
+
+A trial *counts* toward ``budget.trials`` when it is running or finished, unless it says nothing about its
+configuration: skipped as over budget (``infeasible``), stopped by Ctrl-C (``interrupted``), asked after the
+budget was already met by other workers (``surplus``), or replaced by a retry. Workers stop when the counted
+trials reach the target, so K workers end at exactly N trials.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from . import errors
+
+if TYPE_CHECKING:
+    from .config import StudyConfig
+
+logger = logging.getLogger(__name__)
+
+#: user attributes that keep a finished trial out of the count toward the target
+UNCOUNTED = ("infeasible", "interrupted", "surplus")
+#: seconds between looks at the storage while the last trials run in other workers
+POLL_S = 1.0
+#: seconds the parent of local workers waits for them to act on a Ctrl-C before passing it on
+INTERRUPT_GRACE_S = 2.0
+
+
+def worker_name() -> str:
+    """``host:pid`` — recorded on every trial a worker runs, and the seed of its sampler."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Progress:
+    finished: int
+    running: int
+
+
+def replaced_numbers(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the trials a retry has replaced."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+
+
+def trial_kind(trial: FrozenTrial, replaced: set[int]) -> str:
+    """complete | fail | pruned | running | waiting, or why it does not count: one of UNCOUNTED | retried."""
+    reason = next((k for k in UNCOUNTED if trial.user_attrs.get(k)), None)
+    return reason or ("retried" if trial.number in replaced else trial.state.name.lower())
+
+
+def counted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The running and finished trials that count toward the target (see the module docstring)."""
+    replaced = replaced_numbers(trials)
+    return [t for t in trials if trial_kind(t, replaced) in ("complete", "fail", "pruned", "running")]
+
+
+def progress(study: optuna.Study) -> Progress:
+    counted = counted_trials(study.get_trials(deepcopy=False))
+    running = sum(1 for t in counted if t.state == TrialState.RUNNING)
+    return Progress(len(counted) - running, running)
+
+
+def is_surplus(study: optuna.Study, number: int, target: int) -> bool:
+    """True when ``target`` counted trials were asked before trial ``number`` (two workers raced for the last one)."""
+    return sum(1 for t in counted_trials(study.get_trials(deepcopy=False)) if t.number < number) >= target
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int | None) -> bool:
+    """Enqueue ``trial``'s configuration again (up to ``max_retry`` times); the next worker to ask runs it.
+
+    Returns whether it was enqueued. The retry records the trial it replaces, which then no longer counts.
+    """
+    history = trial.system_attrs.get("retry_history", [])
+    if max_retry is not None and len(history) >= max_retry:
+        return False
+    clean = copy.deepcopy(trial)
+    clean.user_attrs = {}  # the retry starts without the failure reason or measurements of the failed run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=None)(study, clean)
+    return True
+
+
+def fail_stale_trials(study: optuna.Study, grace: int, retries: int) -> list[int]:
+    """Mark running trials whose worker stopped beating for ``grace`` s as failed, with the reason; retry them.
+
+    Safe with many workers looking at once: only the one whose state change wins retries a trial.
+    Returns the numbers of the trials this call failed.
+    """
+    storage = study._storage
+    failed = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", f"worker lost: no heartbeat for {grace}s "
+                                                                 "(killed, crashed or disconnected)")
+            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        trial = storage.get_trial(trial_id)
+        retried = requeue(study, trial, retries)
+        logger.warning("trial %d: its worker %s stopped sending heartbeats; marked failed%s", trial.number,
+                       trial.user_attrs.get("worker", "(unknown)"), ", will run again" if retried else "")
+        failed.append(trial.number)
+    return failed
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Hold off a second Ctrl-C while a trial is being marked, so it is never left half-written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def mark_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record a Ctrl-C'd trial as failed ('interrupted'), out of the count, and enqueue it to run on resume."""
+    with sigint_ignored():
+        frozen = study._storage.get_trial(trial._trial_id)
+        if frozen.state != TrialState.RUNNING:
+            return  # it was told just before the interrupt: nothing is lost
+        trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); runs again on resume")
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
+        if frozen.params:
+            requeue(study, frozen, max_retry=None)
+
+
+def mark_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> None:
+    trial.set_user_attr("surplus", True)
+    trial.set_user_attr("fail_reason", f"not run: other workers had already taken the {target} trials")
+    study.tell(trial, state=TrialState.PRUNED)
+
+
+# ---------------------------------------------------------------------------------------------- local workers
+def run_local_workers(cfg: "StudyConfig", storage: str, target: int, timeout: float | None, workers: int) -> None:
+    """Run ``workers`` processes of ``Study(cfg, storage).optimize(target, timeout)`` and wait for them.
+
+    Each gets ``cores // workers`` torch threads (unless ``proxy.threads`` is set). A worker that dies leaves its
+    trial to the heartbeat check of the others; an input error in any worker is raised here; a Ctrl-C stops all
+    of them (each marks its running trial) and is raised as KeyboardInterrupt.
+    """
+    # fork would copy torch's thread pools and open DB connections; a forkserver imports torch & co. once for all
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["autopeft.study", "autopeft.proxy"])
+    results = ctx.SimpleQueue()
+    threads = cfg.proxy.threads or max(1, (os.cpu_count() or 1) // workers)
+    level = logging.getLogger("autopeft").getEffectiveLevel()
+    base = worker_name()
+    procs = [ctx.Process(target=_worker_main, name=f"{base}/{i}",
+                         args=(cfg, storage, target, timeout, f"{base}/{i}", threads, level, results))
+             for i in range(workers)]
+    logger.info("starting %d workers with %d torch thread(s) each", workers, threads)
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        # a terminal's Ctrl-C reaches the workers directly; a SIGINT sent to this process alone is passed on
+        deadline = time.monotonic() + INTERRUPT_GRACE_S
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        with sigint_ignored():
+            for p in procs:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGINT)
+            for p in procs:
+                p.join()
+        raise
+    problems = []
+    while not results.empty():
+        problems.append(results.get())
+    if problems:
+        kind, problem, fix, where = problems[0]
+        raise getattr(errors, kind, errors.AutoPEFTError)(problem, fix, where)
+    if any(p.exitcode == 130 for p in procs):
+        raise KeyboardInterrupt
+    for p in procs:
+        if p.exitcode != 0:
+            logger.warning("worker %s exited with code %s; a trial it left running is retried by the next run",
+                           p.name, p.exitcode)
+
+
+def _worker_main(cfg: "StudyConfig", storage: str, target: int, timeout: float | None, name: str, threads: int,
+                 level: int, results) -> None:
+    """Entry point of one local worker process (spawned)."""
+    logging.basicConfig(level=level, format=f"[{name.rsplit('/', 1)[-1]}] %(message)s")
+    import torch
+
+    torch.set_num_threads(threads)
+    from .study import Study
+
+    try:
+        Study(cfg, storage).optimize(target, timeout, worker=name)
+    except errors.AutoPEFTError as err:
+        results.put((type(err).__name__, err.problem, err.fix, err.where))
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent may pass the same Ctrl-C on
+        raise SystemExit(130) from None

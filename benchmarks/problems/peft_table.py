@@ -1,0 +1,207 @@
+"""Evaluation-free PEFT problems built on the tabulated proxy runs (benchmarks/data/peft_*.csv).
+
+The table holds real proxy runs (MiniLM + SST-2) of random configurations from the shipped spaces
+(see benchmarks/collect_table.py). A configuration the table does not hold gets its score from a
+**fitted surrogate**: extra-trees regression (scikit-learn) on features of the *decoded* adapter
+configuration (per kind and layer: log2(1 + size); options; log learning rate), one model per
+fidelity column (score_250 ... score_2000), trained on every successful row of both spaces. Its
+held-out accuracy (k-fold, see :func:`surrogate_accuracy`) is printed by ``benchmarks/optimizers.py``.
+
+``params`` and ``memory_estimate`` are exact (autopeft's own counting on MiniLM's architecture, with the
+sequence length the collector's estimates imply); measured ``memory`` is the estimate times a
+correction fitted the same way. Objectives: score (max), params (min), memory (min), as in
+``objectives/score_params_memory.yaml``. The reference point is derived exactly as a study derives it.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from autopeft.adapters import PEFTConfig, count_adapter_params, normalise_config
+from autopeft.errors import ConfigError
+from autopeft.memory import estimate_step_memory
+from autopeft.optimizers import derive_reference_point
+from autopeft.space import SearchSpace
+from autopeft.yamlio import load_yaml
+
+from . import Problem, register_problem
+
+logger = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+TABLE = REPO / "benchmarks" / "data" / "peft_sst2.csv"
+FIDELITIES = (250, 500, 1000, 2000)
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BATCH = 32
+MIN_ROWS = 20  # fewer successful rows than this: the problem is not offered
+
+
+def read_table(path: Path = TABLE) -> list[dict[str, Any]]:
+    """Successful rows, with JSON columns parsed and numbers converted."""
+    import csv
+
+    if not path.exists():
+        return []
+    rows = []
+    with path.open() as f:
+        for r in csv.DictReader(f):
+            if r.get("status") != "ok" or not r.get("score_2000"):
+                continue
+            rows.append({"space": r["space"], "values": json.loads(r["values"]), "config": json.loads(r["config"]),
+                         "hyperparameters": json.loads(r["hyperparameters"]), "params": int(r["params"]),
+                         "memory": float(r["memory"]), "memory_estimate": float(r["memory_estimate"]),
+                         **{f"score_{n}": float(r[f"score_{n}"]) for n in FIDELITIES}})
+    return rows
+
+
+# ---------------------------------------------------------------------------- features
+KINDS = ("serial", "parallel", "prefix", "lora")
+
+
+def config_features(config: Mapping[str, Any], hparams: Mapping[str, Any], num_layers: int,
+                    option_values: Mapping[str, list]) -> np.ndarray:
+    """Decoded configuration (``PEFTConfig.to_dict()`` form) -> fixed-length feature vector."""
+    feats: list[float] = []
+    for kind in KINDS:
+        body = config.get(kind, {})
+        layers = body.get("layers", {})
+        sizes = ({int(k): int(v) for k, v in layers.items()} if isinstance(layers, dict)
+                 else {int(i): int(body["size"]) for i in layers})
+        feats += [math.log2(1 + sizes.get(i, 0)) for i in range(num_layers)]
+    for key, seen in option_values.items():
+        kind, opt = key.split(".", 1)
+        value = config.get(kind, {}).get(opt)
+        value = "+".join(map(str, value)) if isinstance(value, list) else value
+        feats += [1.0 if value == s else 0.0 for s in seen]
+    lr = hparams.get("learning_rate")
+    feats.append(math.log10(lr) if lr else -3.0)
+    return np.asarray(feats)
+
+
+def option_vocabulary(rows: list[dict[str, Any]]) -> dict[str, list]:
+    """kind.option -> values seen in the table (one-hot columns); numbers and strings alike."""
+    vocab: dict[str, set] = {}
+    for r in rows:
+        for kind, body in r["config"].items():
+            for opt, value in body.items():
+                if opt in ("layers", "size"):
+                    continue
+                value = "+".join(map(str, value)) if isinstance(value, list) else value
+                vocab.setdefault(f"{kind}.{opt}", set()).add(value)
+    return {k: sorted(v, key=str) for k, v in sorted(vocab.items()) if len(v) > 1}
+
+
+def _regressor(seed: int = 0):
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    return ExtraTreesRegressor(n_estimators=200, min_samples_leaf=2, max_features=0.5, random_state=seed, n_jobs=1)
+
+
+def surrogate_accuracy(rows: list[dict[str, Any]], target: str = "score_2000", folds: int = 5,
+                       num_layers: int = 6) -> dict[str, float]:
+    """k-fold held-out accuracy of the surrogate: R^2, Spearman rho, mean absolute error."""
+    from scipy.stats import spearmanr
+    from sklearn.model_selection import KFold
+
+    vocab = option_vocabulary(rows)
+    X = np.stack([config_features(r["config"], r["hyperparameters"], num_layers, vocab) for r in rows])
+    y = np.array([r[target] for r in rows])
+    pred = np.zeros_like(y)
+    for train, test in KFold(folds, shuffle=True, random_state=0).split(X):
+        pred[test] = _regressor().fit(X[train], y[train]).predict(X[test])
+    ss = ((y - y.mean()) ** 2).sum()
+    return {"rows": len(rows), "r2": float(1 - ((y - pred) ** 2).sum() / ss) if ss > 0 else float("nan"),
+            "spearman": float(spearmanr(y, pred).statistic), "mae": float(np.abs(y - pred).mean()),
+            "target_sd": float(y.std())}
+
+
+# ---------------------------------------------------------------------------- the model's arithmetic
+@functools.lru_cache(maxsize=1)
+def _minilm():
+    """ModelInfo and task-head size of MiniLM (architecture only; no data, no training)."""
+    from autopeft.models import load_model, model_info
+
+    model, _ = load_model(MODEL, 2, "single_label_classification")
+    info = model_info(model)
+    head = sum(p.numel() for n in info.arch.head for p in model.get_submodule(n).parameters())
+    return info, head
+
+
+def _estimate(config: PEFTConfig, params: int, seq: int) -> int:
+    info, head = _minilm()
+    lowest = min((min(s.layers) for s in config.modules.values()), default=info.num_layers)
+    return estimate_step_memory(info.base_params + head, params + head, info.hidden_size, info.intermediate_size,
+                                info.num_heads, info.num_layers - lowest, BATCH, seq)
+
+
+def _implied_seq(rows: list[dict[str, Any]], spaces: dict[str, SearchSpace]) -> int:
+    """The mean sequence length the collector used (it is not in the table): the one that reproduces
+    every row's memory_estimate."""
+    info, _ = _minilm()
+    sample = rows[:10]
+    configs = [normalise_config(spaces[r["space"]].decode(r["values"])[0], info) for r in sample]
+    for seq in range(1, 513):
+        if all(_estimate(c, r["params"], seq) == int(r["memory_estimate"]) for c, r in zip(configs, sample)):
+            return seq
+    raise RuntimeError("no sequence length reproduces the table's memory estimates")
+
+
+class TableProblem:
+    """Surrogates for score (per fidelity) and memory correction, shared by both spaces' problems."""
+
+    def __init__(self, rows: list[dict[str, Any]]):
+        info, _ = _minilm()
+        self.rows = rows
+        self.num_layers = info.num_layers
+        self.spaces = {name: SearchSpace.from_spec(load_yaml(REPO / f"search_spaces/{name}.yaml")[0], info.num_layers)
+                       for name in ("autopeft", "lora")}
+        self.seq = _implied_seq(rows, self.spaces)
+        self.vocab = option_vocabulary(rows)
+        X = np.stack([config_features(r["config"], r["hyperparameters"], self.num_layers, self.vocab) for r in rows])
+        self.score = {n: _regressor().fit(X, [r[f"score_{n}"] for r in rows]) for n in FIDELITIES}
+        self.memory_correction = _regressor().fit(X, [math.log(r["memory"] / r["memory_estimate"]) for r in rows])
+
+    def decode(self, space: str, values: Mapping[str, Any]) -> tuple[PEFTConfig, dict[str, Any]]:
+        config, hparams = self.spaces[space].decode(dict(values))
+        return normalise_config(config, _minilm()[0]), hparams
+
+    def known(self, space: str, values: Mapping[str, Any]) -> dict[str, float]:
+        config, _ = self.decode(space, values)
+        params = count_adapter_params(config, _minilm()[0])
+        return {"params": float(params), "memory_estimate": float(_estimate(config, params, self.seq))}
+
+    def evaluate(self, space: str, values: Mapping[str, Any], fidelity: int = 2000) -> dict[str, float]:
+        config, hparams = self.decode(space, values)
+        x = config_features(config.to_dict(), hparams, self.num_layers, self.vocab)[None, :]
+        known = self.known(space, values)
+        memory = known["memory_estimate"] * math.exp(float(self.memory_correction.predict(x)[0]))
+        return {"score": float(self.score[fidelity].predict(x)[0]), "params": known["params"], "memory": memory}
+
+
+@functools.lru_cache(maxsize=1)
+def table_problem(path: str = str(TABLE)) -> TableProblem:
+    rows = read_table(Path(path))
+    if len(rows) < MIN_ROWS:
+        raise LookupError(f"{path} has {len(rows)} successful rows; the PEFT problems need {MIN_ROWS}")
+    return TableProblem(rows)
+
+
+def _make(space: str) -> Problem:
+    table = table_problem()
+    objectives, directions = ("score", "params", "memory"), ("maximize", "minimize", "minimize")
+    known = functools.partial(table.known, space)
+    ref = derive_reference_point(table.spaces[space], objectives, directions, known, worst={"score": 0.5})
+    best_memory = min(r["memory"] for r in table.rows)
+    return Problem(f"peft-{space}", f"MiniLM + SST-2, search_spaces/{space}.yaml, surrogate on {len(table.rows)} rows",
+                   table.spaces[space], objectives, directions, functools.partial(table.evaluate, space),
+                   reference_point=ref, bounds={"score": 1.0, "params": 0.0, "memory": 0.9 * best_memory},
+                   known=known, info={"rows": len(table.rows), "table": str(TABLE.relative_to(REPO))})
+
+
+register_problem("peft-autopeft")(lambda: _make("autopeft"))
+register_problem("peft-lora")(lambda: _make("lora"))
