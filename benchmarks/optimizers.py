@@ -40,19 +40,8 @@ BACKENDS = ("mobo", "gp", "tpe", "nsga2", "random", "ax")
 CHECKPOINTS = (10, 25, 50)
 
 
-def hypervolume(losses: np.ndarray) -> float:
-    """Hypervolume of (n, m) normalised losses w.r.t. the reference point (1, ..., 1)."""
-    import torch
-    from botorch.utils.multi_objective.hypervolume import Hypervolume
-    from botorch.utils.multi_objective.pareto import is_non_dominated
-
-    losses = np.asarray(losses, dtype=float)
-    losses = losses[(losses < 1.0).all(axis=1)] if len(losses) else losses
-    if not len(losses):
-        return 0.0
-    y = -torch.as_tensor(losses)
-    y = y[is_non_dominated(y)]
-    return float(Hypervolume(ref_point=-torch.ones(losses.shape[1], dtype=y.dtype)).compute(y))
+def checkpoints(trials: int) -> list[int]:
+    return sorted({c for c in CHECKPOINTS if c < trials} | {trials})
 
 
 def igd_plus(losses: np.ndarray, front: np.ndarray) -> float:
@@ -68,6 +57,7 @@ def run_one(backend: str, problem_name: str, seed: int, trials: int, startup: in
     import torch
 
     from autopeft.optimizers import make_sampler
+    from autopeft.pareto import hypervolume_history
     from problems import get_problem
 
     torch.set_num_threads(1)
@@ -78,8 +68,8 @@ def run_one(backend: str, problem_name: str, seed: int, trials: int, startup: in
     sampler = make_sampler(backend, problem.context(seed, startup, options))
     study = optuna.create_study(directions=list(problem.directions), sampler=sampler)
     dists = problem.distributions()
+    frame = problem.frame()
     values, asks, wasted = [], [], 0
-    curve = []
     while len(values) < trials:
         start = time.perf_counter()
         trial = study.ask(dists)
@@ -94,7 +84,7 @@ def run_one(backend: str, problem_name: str, seed: int, trials: int, startup: in
         row = [result[o] for o in problem.objectives]
         study.tell(trial, row)
         values.append(row)
-        curve.append(hypervolume(problem.normalise(np.array(values))))
+    curve = hypervolume_history(np.array(values), frame).tolist()
     out = {"backend": label or backend, "problem": problem_name, "seed": seed, "hv": curve,
            "s_per_suggest": float(np.mean(asks)), "infeasible_asks": wasted}
     if problem.true_front is not None:
@@ -115,10 +105,9 @@ def summarise(results: list[dict[str, Any]], trials: int) -> dict[str, dict[str,
         curves = np.array([r["hv"] for r in runs])
         mean = curves.mean(0)
         cell: dict[str, float] = {}
-        for c in CHECKPOINTS:
-            if c <= trials:
-                cell[f"hv{c}_mean"] = float(curves[:, c - 1].mean())
-                cell[f"hv{c}_sd"] = float(curves[:, c - 1].std(ddof=1)) if len(runs) > 1 else 0.0
+        for c in checkpoints(trials):
+            cell[f"hv{c}_mean"] = float(curves[:, c - 1].mean())
+            cell[f"hv{c}_sd"] = float(curves[:, c - 1].std(ddof=1)) if len(runs) > 1 else 0.0
         reach = np.nonzero(mean >= 0.9 * best_final[p])[0]
         cell["trials_to_90pct"] = int(reach[0]) + 1 if len(reach) else None
         cell["s_per_suggest"] = float(np.mean([r["s_per_suggest"] for r in runs]))
@@ -134,7 +123,7 @@ def render(table: dict, problems: list[str], trials: int) -> str:
     lines = []
     for p in problems:
         lines.append(f"\n### {p}\n")
-        cols = [f"HV@{c}" for c in CHECKPOINTS if c <= trials] + ["IGD+", "trials to 90%", "s/suggest"]
+        cols = [f"HV@{c}" for c in checkpoints(trials)] + ["IGD+", "trials to 90%", "s/suggest"]
         lines.append("| backend | " + " | ".join(cols) + " |")
         lines.append("|---" * (len(cols) + 1) + "|")
         best = max(table[b][p][f"hv{trials}_mean"] if f"hv{trials}_mean" in table[b][p] else 0 for b in table if p in table[b])
@@ -143,12 +132,11 @@ def render(table: dict, problems: list[str], trials: int) -> str:
                 continue
             c = table[b][p]
             cells = []
-            for k in CHECKPOINTS:
-                if k <= trials:
-                    text = f"{c[f'hv{k}_mean']:.4f} ± {c[f'hv{k}_sd']:.4f}"
-                    if k == trials and math.isclose(c[f"hv{k}_mean"], best):
-                        text = f"**{text}**"
-                    cells.append(text)
+            for k in checkpoints(trials):
+                text = f"{c[f'hv{k}_mean']:.4f} ± {c[f'hv{k}_sd']:.4f}"
+                if k == trials and math.isclose(c[f"hv{k}_mean"], best):
+                    text = f"**{text}**"
+                cells.append(text)
             cells.append(f"{c['igd_plus_mean']:.4f} ± {c['igd_plus_sd']:.4f}" if "igd_plus_mean" in c else "–")
             cells.append(str(c["trials_to_90pct"]) if c["trials_to_90pct"] else f">{trials}")
             cells.append(f"{c['s_per_suggest']:.3f}")
@@ -184,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(p.startswith("peft-") for p in available):
         rows = peft_table.table_problem().rows
         acc = peft_table.surrogate_accuracy(rows)
-        logging.info("PEFT surrogate (extra-trees, 5-fold held-out, score_2000, %d rows): R^2 %.3f, Spearman %.3f, "
+        logging.info("PEFT surrogate (random forest, 5-fold held-out, score_2000, %d rows): R^2 %.3f, Spearman %.3f, "
                      "MAE %.4f (score sd %.4f)", acc["rows"], acc["r2"], acc["spearman"], acc["mae"], acc["target_sd"])
     runs = [(b, b, {}) for b in args.backends] + [(lab, b, json.loads(o)) for lab, b, o in args.variant]
     jobs = [(b, p, s, args.trials, args.startup, o, lab) for p in available for lab, b, o in runs

@@ -11,8 +11,8 @@ from . import ax_client, mobo, optuna_samplers  # noqa: F401  (register the back
 from .base import (COMMON_OPTIONS, SamplerContext, SamplerFactory, check_reference_point, make_sampler,
                    optimizer_names, register_optimizer)
 from .encoding import SpaceEncoder
-from .reference import derive_reference_point, register_scale, scale_value
+from .reference import derive_reference_point, scale_value
 
 __all__ = ["COMMON_OPTIONS", "SamplerContext", "SamplerFactory", "SpaceEncoder",
            "check_reference_point", "derive_reference_point", "make_sampler", "optimizer_names",
-           "register_optimizer", "register_scale", "scale_value"]
+           "register_optimizer", "scale_value"]

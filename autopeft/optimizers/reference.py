@@ -1,9 +1,9 @@
-"""Objective scales and the fixed hypervolume reference point.
+"""The fixed hypervolume reference point, and objectives on their hypervolume scale.
 
 Hypervolume (and the acquisition built on it) is computed on *scaled* objectives: parameter counts and
 bytes span orders of magnitude, so they are compared on a log scale (a 10k-parameter adapter that
-beats a 20k one matters as much as 1M vs 2M). Scales are a registry keyed by objective name; an
-objective without one is used as is.
+beats a 20k one matters as much as 1M vs 2M). The scales are :data:`autopeft.pareto.OBJECTIVE_SCALES`,
+shared with the reported hypervolume; an objective without one is used as is.
 """
 from __future__ import annotations
 
@@ -16,28 +16,14 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from ..errors import ConfigError
+from ..pareto import OBJECTIVE_SCALES
 from .encoding import SpaceEncoder, SpaceLike
-
-Scale = Callable[[float], float]
-_SCALES: dict[str, Scale] = {}
-
-
-def register_scale(name: str, scale: Scale) -> None:
-    """Compare objective ``name`` on ``scale(value)`` (monotone increasing) in hypervolume terms."""
-    if name in _SCALES:
-        raise ValueError(f"a scale for objective '{name}' is already registered")
-    _SCALES[name] = scale
-
-
-register_scale("params", lambda v: math.log1p(max(float(v), 0.0)))
-register_scale("memory", lambda v: math.log(max(float(v), 1.0)))
-register_scale("memory_estimate", lambda v: math.log(max(float(v), 1.0)))
 
 
 def scale_value(name: str, value: float) -> float:
     """The objective on its hypervolume scale (identity when none is registered)."""
-    scale = _SCALES.get(name)
-    return float(value) if scale is None else scale(value)
+    scale = OBJECTIVE_SCALES.get(name)
+    return float(value) if scale is None else float(scale(np.asarray([float(value)]))[0])
 
 
 #: measured objectives that have an analytic estimate among the known ones; the reference point of

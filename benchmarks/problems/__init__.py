@@ -11,7 +11,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from autopeft.optimizers import SamplerContext, scale_value
+from autopeft.optimizers import SamplerContext
+from autopeft.pareto import HypervolumeFrame, scaled_losses
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,19 @@ class Problem:
     def distributions(self) -> dict[str, Any]:
         return {p.name: p.distribution for p in self.space.params}
 
+    def frame(self) -> HypervolumeFrame:
+        """The fixed hypervolume frame: 0 at ``bounds``, 1 at ``reference_point`` (log params / memory)."""
+        names, directions = list(self.objectives), list(self.directions)
+
+        def losses(point: Mapping[str, float]) -> np.ndarray:
+            return scaled_losses(np.array([[point[n] for n in names]]), names, directions)[0]
+
+        return HypervolumeFrame(self.objectives, self.directions, losses(self.bounds), losses(self.reference_point),
+                                derived=False)
+
     def normalise(self, values: np.ndarray) -> np.ndarray:
-        """(n, m) raw objective values -> (n, m) losses in [0, 1] at the bounds..reference (can exceed 1)."""
-        values = np.atleast_2d(np.asarray(values, dtype=float))
-        out = np.empty_like(values)
-        for j, (name, direction) in enumerate(zip(self.objectives, self.directions)):
-            sign = -1.0 if direction == "maximize" else 1.0
-            best = sign * scale_value(name, self.bounds[name])
-            worst = sign * scale_value(name, self.reference_point[name])
-            scaled = sign * np.array([scale_value(name, v) for v in values[:, j]])
-            out[:, j] = (scaled - best) / (worst - best)
-        return out
+        """(n, m) raw objective values -> (n, m) losses, 0 at the bounds, 1 at the reference point."""
+        return self.frame().normalise(np.atleast_2d(np.asarray(values, dtype=float)))
 
 
 _REGISTRY: dict[str, Callable[[], Problem]] = {}
