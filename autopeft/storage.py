@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import random
 import re
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import unquote
 
 import optuna
+import sqlalchemy.exc
 
 from .errors import StorageError
 
@@ -83,11 +86,7 @@ def open_storage(url: str, create: bool = True, heartbeat: int = HEARTBEAT_S,
     elif not re.match(r"^[a-z0-9+]+://", url):
         raise StorageError(f"'{mask_url(url)}' is not a storage URL", "use sqlite:///path.db or postgresql://user@host/db")
     try:
-        kwargs = {"pool_pre_ping": True} if path is None else {"connect_args": {"timeout": 60}}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                                              grace_period=grace)
+        return _rdb_storage(url, path is None, heartbeat, grace)
     except ImportError as exc:
         raise StorageError(f"no database driver for '{mask_url(url)}' ({redact(str(exc), url)})",
                            "pip install 'psycopg[binary]' for PostgreSQL") from None
@@ -96,6 +95,23 @@ def open_storage(url: str, create: bool = True, heartbeat: int = HEARTBEAT_S,
         first = redact(str(exc).strip().splitlines()[0], url) if str(exc).strip() else type(exc).__name__
         raise StorageError(f"cannot open storage '{mask_url(url)}' ({first[:200]})",
                            "check the URL, that the server runs and the credentials") from None
+
+
+def _rdb_storage(url: str, server: bool, heartbeat: int, grace: int, attempts: int = 5) -> optuna.storages.RDBStorage:
+    kwargs = {"pool_pre_ping": True} if server else {"connect_args": {"timeout": 60}}
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                                  grace_period=grace)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # workers that start together on a fresh database all create optuna's tables; all but one collide
+            # (duplicate pg_type / relation) and find the tables there on the next try
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.2, 1.0))
+    raise AssertionError("unreachable")
 
 
 def default_storage(url_from_yaml: str | None, name: str) -> str:

@@ -27,8 +27,8 @@ from .pareto import pareto_mask
 from .rungs import promote
 from .space import SearchSpace
 from .storage import default_storage, mask_url, open_storage, storage_exists
-from .workers import (POLL_S, counted_trials, fail_stale_trials, is_surplus, mark_interrupted, mark_surplus,
-                      progress, replaced_numbers, run_local_workers, trial_kind)
+from .workers import (POLL_S, StaleTrials, counted_trials, duplicate_of, is_surplus, mark_interrupted,
+                      mark_uncounted, progress, replaced_numbers, run_local_workers, trial_kind)
 from .yamlio import load_yaml
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 
 #: consecutive over-budget proposals after which a random feasible config is enqueued instead
 MAX_INFEASIBLE_STREAK = 5
+#: consecutive proposals of a configuration another trial holds after which the sampler gets its way
+MAX_DUPLICATE_STREAK = 5
 
 
 @dataclass
@@ -195,8 +197,8 @@ class Study:
         if workers > 1:
             run_local_workers(self.cfg, self.storage_url, target, timeout, workers)
             return self.pareto_front(self.load())
-        recovery = self.cfg.recovery
-        fail_stale_trials(study, recovery.grace, recovery.retries)
+        stale = StaleTrials(self.cfg.recovery.grace, self.cfg.recovery.retries)
+        stale.check(study)
         done = progress(study).finished
         if done >= target:
             logger.info("study '%s' already has %d/%d trials; nothing to run", self.cfg.name, done, target)
@@ -207,11 +209,11 @@ class Study:
             logger.info("resuming study '%s': %d/%d trials done", self.cfg.name, done, target)
         start = time.monotonic()
         durations: list[float] = []
-        infeasible_streak = 0
+        infeasible_streak = duplicate_streak = 0
         rng = np.random.default_rng(seed)
         waiting = False
         while True:
-            fail_stale_trials(study, recovery.grace, recovery.retries)
+            stale.check(study)
             now = progress(study)
             if now.finished >= target:
                 break
@@ -221,7 +223,8 @@ class Study:
             if now.finished + now.running >= target:
                 # the last trials run elsewhere; stay, so that one whose worker dies is retried here
                 if not waiting:
-                    logger.info("waiting for %d trial(s) running in other workers", now.running)
+                    logger.info("waiting for trial(s) %s, running in other workers",
+                                ", ".join(map(str, now.running_numbers)))
                 waiting = True
                 time.sleep(POLL_S)
                 continue
@@ -231,11 +234,13 @@ class Study:
                 trial = study.ask()  # parameters are suggested under the heartbeat: the sampler may take a while
             with get_heartbeat_thread(trial._trial_id, study._storage):  # lets other workers fail it if we die
                 try:
-                    outcome = self._start_trial(study, trial, target, worker)
+                    outcome = self._start_trial(study, trial, target, worker,
+                                                duplicate_ok=duplicate_streak >= MAX_DUPLICATE_STREAK)
                 except KeyboardInterrupt:
                     mark_interrupted(study, trial)
                     raise
-            if outcome == "surplus":
+            duplicate_streak = duplicate_streak + 1 if outcome == "duplicate" else 0
+            if outcome in ("surplus", "duplicate"):
                 continue
             if outcome == "infeasible":
                 infeasible_streak += 1
@@ -250,15 +255,21 @@ class Study:
             return self.refine()
         return self.pareto_front(study)
 
-    def _start_trial(self, study: optuna.Study, trial: optuna.Trial, target: int, worker: str | None) -> str:
-        """Give up a trial asked in a race for the last slot, else suggest its parameters and run it."""
+    def _start_trial(self, study: optuna.Study, trial: optuna.Trial, target: int, worker: str | None,
+                     duplicate_ok: bool = False) -> str:
+        """Suggest the parameters and run the trial, unless workers raced: for the last slot ('surplus') or, with
+        samplers that ran at once and so could not see each other's proposal, for one configuration ('duplicate')."""
         if is_surplus(study, trial.number, target):
-            mark_surplus(study, trial, target)
+            mark_uncounted(study, trial, "surplus", f"not run: other workers had already taken the {target} trials")
             return "surplus"
         if worker:
             trial.set_user_attr("worker", worker)
         for name, distribution in self.space.distributions.items():
             trial._suggest(name, distribution)  # what study.ask(distributions) does, after the heartbeat started
+        twin = None if duplicate_ok else duplicate_of(study, trial)
+        if twin is not None:
+            mark_uncounted(study, trial, "duplicate", f"not run: trial {twin} holds the same configuration")
+            return "duplicate"
         return self._run_trial(study, trial)
 
     def _run_trial(self, study: optuna.Study, trial: optuna.Trial) -> str:

@@ -3,8 +3,9 @@
 
 A trial *counts* toward ``budget.trials`` when it is running or finished, unless it says nothing about its
 configuration: skipped as over budget (``infeasible``), stopped by Ctrl-C (``interrupted``), asked after the
-budget was already met by other workers (``surplus``), or replaced by a retry. Workers stop when the counted
-trials reach the target, so K workers end at exactly N trials.
+budget was already met by other workers (``surplus``), proposed while another worker held the same
+configuration (``duplicate``: two samplers that ran at once cannot see each other's proposal), or replaced by a
+retry. Workers stop when the counted trials reach the target, so K workers end at exactly N trials.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: user attributes that keep a finished trial out of the count toward the target
-UNCOUNTED = ("infeasible", "interrupted", "surplus")
+UNCOUNTED = ("infeasible", "interrupted", "surplus", "duplicate")
 #: seconds between looks at the storage while the last trials run in other workers
 POLL_S = 1.0
 #: seconds the parent of local workers waits for them to act on a Ctrl-C before passing it on
@@ -48,7 +49,11 @@ def worker_name() -> str:
 @dataclass(frozen=True)
 class Progress:
     finished: int
-    running: int
+    running_numbers: tuple[int, ...]
+
+    @property
+    def running(self) -> int:
+        return len(self.running_numbers)
 
 
 def replaced_numbers(trials: list[FrozenTrial]) -> set[int]:
@@ -70,13 +75,21 @@ def counted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 def progress(study: optuna.Study) -> Progress:
     counted = counted_trials(study.get_trials(deepcopy=False))
-    running = sum(1 for t in counted if t.state == TrialState.RUNNING)
-    return Progress(len(counted) - running, running)
+    running = tuple(t.number for t in counted if t.state == TrialState.RUNNING)
+    return Progress(len(counted) - len(running), running)
 
 
 def is_surplus(study: optuna.Study, number: int, target: int) -> bool:
     """True when ``target`` counted trials were asked before trial ``number`` (two workers raced for the last one)."""
     return sum(1 for t in counted_trials(study.get_trials(deepcopy=False)) if t.number < number) >= target
+
+
+def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """The number of another trial, counted or waiting to run, with exactly ``trial``'s parameters."""
+    trials = study.get_trials(deepcopy=False)
+    others = counted_trials(trials) + [t for t in trials if t.state == TrialState.WAITING]
+    params = trial.params
+    return next((t.number for t in others if t.number != trial.number and t.params == params), None)
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int | None) -> bool:
@@ -95,28 +108,63 @@ def requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int | None) -> b
     return True
 
 
-def fail_stale_trials(study: optuna.Study, grace: int, retries: int) -> list[int]:
-    """Mark running trials whose worker stopped beating for ``grace`` s as failed, with the reason; retry them.
+class StaleTrials:
+    """Finds running trials whose worker died, marks them failed with the reason and retries them.
 
-    Safe with many workers looking at once: only the one whose state change wins retries a trial.
-    Returns the numbers of the trials this call failed.
+    Optuna calls a trial stale once its heartbeat is ``grace`` s old, but never one without any heartbeat: a
+    worker killed between creating a trial and its first beat leaves such a trial, so one seen silent for
+    ``grace`` s here (by this process's own clock) is stale too. Safe with many workers looking at once: only the
+    one whose state change wins retries a trial.
     """
-    storage = study._storage
-    failed = []
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
-        try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", f"worker lost: no heartbeat for {grace}s "
-                                                                 "(killed, crashed or disconnected)")
-            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker got there first
-        trial = storage.get_trial(trial_id)
-        retried = requeue(study, trial, retries)
-        logger.warning("trial %d: its worker %s stopped sending heartbeats; marked failed%s", trial.number,
-                       trial.user_attrs.get("worker", "(unknown)"), ", will run again" if retried else "")
-        failed.append(trial.number)
-    return failed
+
+    def __init__(self, grace: int, retries: int):
+        self.grace = grace
+        self.retries = retries
+        self._silent_since: dict[int, float] = {}
+
+    def check(self, study: optuna.Study) -> list[int]:
+        """Fail (and retry) the stale trials of ``study`` now; returns their numbers."""
+        storage = study._storage
+        stale = {i: f"worker lost: no heartbeat for {self.grace}s (killed, crashed or disconnected)"
+                 for i in storage._get_stale_trial_ids(study._study_id)}
+        now = time.monotonic()
+        silent = _never_beaten(study)
+        self._silent_since = {i: self._silent_since.get(i, now) for i in silent}
+        stale.update({i: "worker lost before the trial's first heartbeat (killed while starting it)"
+                      for i, since in self._silent_since.items() if now - since >= self.grace})
+        failed = []
+        for trial_id, reason in stale.items():
+            try:
+                storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+                if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker got there first
+            trial = storage.get_trial(trial_id)
+            retried = requeue(study, trial, self.retries)
+            logger.warning("trial %d: its worker %s stopped sending heartbeats; marked failed%s", trial.number,
+                           trial.user_attrs.get("worker", "(unknown)"), ", will run again" if retried else "")
+            failed.append(trial.number)
+        return failed
+
+
+def _never_beaten(study: optuna.Study) -> set[int]:
+    """Ids of running trials of ``study`` without a heartbeat row (private optuna tables: no public API)."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not hasattr(backend, "scoped_session"):
+        return set()
+    with _create_scoped_session(backend.scoped_session) as session:
+        rows = (session.query(models.TrialModel.trial_id)
+                .outerjoin(models.TrialHeartbeatModel,
+                           models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+                .filter(models.TrialModel.study_id == study._study_id,
+                        models.TrialModel.state == TrialState.RUNNING,
+                        models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
+                .all())
+    return {r[0] for r in rows}
 
 
 @contextlib.contextmanager
@@ -145,9 +193,10 @@ def mark_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
             requeue(study, frozen, max_retry=None)
 
 
-def mark_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> None:
-    trial.set_user_attr("surplus", True)
-    trial.set_user_attr("fail_reason", f"not run: other workers had already taken the {target} trials")
+def mark_uncounted(study: optuna.Study, trial: optuna.Trial, kind: str, reason: str) -> None:
+    """Close ``trial`` without running it, out of the count; ``kind`` is one of UNCOUNTED."""
+    trial.set_user_attr(kind, True)
+    trial.set_user_attr("fail_reason", reason)
     study.tell(trial, state=TrialState.PRUNED)
 
 

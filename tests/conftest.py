@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pgserver import postgres_db, postgres_url  # noqa: F401  (fixtures: a throwaway PostgreSQL server)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

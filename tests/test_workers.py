@@ -81,6 +81,20 @@ def test_stale_trial_without_retries_counts_as_failed(write_study):
     assert len(counted_trials(trials)) == 2
 
 
+def test_trial_whose_worker_died_before_its_first_heartbeat_is_retried(write_study):
+    """A worker killed between creating a trial and its first beat leaves a trial optuna never calls stale."""
+    study = write_study(recovery=FAST_RECOVERY)
+    url = storage_of(study)
+    assert run_cli("run", str(study), "--trials", "1").code == 0
+    orphan = optuna.load_study(study_name="tiny", storage=url).ask()  # RUNNING, no heartbeat ever
+    r = run_cli("run", str(study), "--trials", "3", timeout=120)
+    assert r.code == 0, r.err
+    trials = stored_trials(url)
+    assert trials[orphan.number].state.name == "FAIL"
+    assert "before the trial's first heartbeat" in trials[orphan.number].user_attrs["fail_reason"]
+    assert len(counted_trials(trials)) == 3 and not [t for t in trials if t.state.name == "RUNNING"]
+
+
 def test_ctrl_c_marks_the_trial_prints_the_resume_hint_and_exits_130(write_study):
     study = slow_study(write_study)
     url = storage_of(study)
