@@ -65,6 +65,18 @@ def pick_trial(study: "Study", rule: str) -> "TrialRecord":
     return done[pick(rule, values, names, directions)]
 
 
+def check_stays_inside(directory: Path) -> None:
+    """Refuse a directory holding a symbolic link that leads outside it: writing a file of the export through it
+    would change a file elsewhere (export writes only into the directory the user chose)."""
+    if not directory.is_dir():
+        return
+    root = directory.resolve()
+    for entry in directory.iterdir():
+        if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+            raise ConfigError(f"'{entry}' is a symbolic link to '{entry.resolve()}', outside '{directory}'",
+                              "remove the link or export into an empty directory")
+
+
 def export_trial(study: "Study", record: "TrialRecord", directory: Path, train: bool = False) -> Path:
     """Write ``directory/autopeft.yaml`` and the adapter files for ``record``.
 
@@ -77,6 +89,7 @@ def export_trial(study: "Study", record: "TrialRecord", directory: Path, train: 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"'{directory}' exists and is not a directory", "choose another -o path")
+    check_stays_inside(directory)
     if train:
         # validate model and data before anything is written
         recipe_cfg = RecipeConfig.model_validate(recipe(study, record))

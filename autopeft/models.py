@@ -165,6 +165,9 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # stderr stays for the one-line errors and our progress log  # the "newly initialized classifier" warning is expected here
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ModelError(f"model directory '{name}' holds no model (no config.json)",
+                         "point 'model' at a folder written by save_pretrained, or give a hub id")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)

@@ -1,6 +1,7 @@
 """Safe YAML loading that remembers the line of every key, for errors that point at file:line."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ def parse_yaml(text: str, source: str, what: str = "study file") -> tuple[Any, d
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        tag = re.search(r"constructor for the tag '([^']+)'", problem)
+        if isinstance(exc, yaml.constructor.ConstructorError) and tag:
+            raise ConfigError(f"YAML tag '{tag[1].replace('tag:yaml.org,2002:', '!!')}' is not allowed",
+                              "a study file holds plain values and names registered adapter kinds, optimizers and "
+                              "objectives, never Python objects or import paths", where) from None
         raise ConfigError(f"malformed YAML ({problem})", "fix the indentation/quoting on that line", where) from None
     if data is None:
         raise ConfigError(f"{what} is empty", "see studies/quickstart.yaml for a complete example", source)

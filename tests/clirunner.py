@@ -69,9 +69,22 @@ class Command:
 
 
 def run_cli(*args: str, env: dict[str, str | None] | None = None, cwd: str | Path | None = None,
-            timeout: float = 600) -> Result:
-    """``autopeft ARGS`` in a fresh process; returns its exit code, stdout and stderr."""
-    return Command(list(args), env, cwd).wait(timeout)
+            timeout: float = 600, fresh: bool = False) -> Result:
+    """``autopeft ARGS`` in a fresh process; returns its exit code, stdout and stderr.
+
+    ``fresh`` starts a new interpreter instead (slow): for environment variables read at import time
+    (``HF_HUB_OFFLINE``), which a process forked from the warm server would not see.
+    """
+    if not fresh:
+        return Command(list(args), env, cwd).wait(timeout)
+    import subprocess
+
+    full_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}}
+    for key in [k for k, v in (env or {}).items() if v is None]:
+        full_env.pop(key, None)
+    proc = subprocess.run([sys.executable, "-m", "autopeft.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=cwd)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def _child(args: list[str], out: str, err: str, env: dict[str, str | None], cwd: str | None) -> None:

@@ -1,12 +1,10 @@
-"""The CLI end to end on a tiny model: run, resume, pareto, export, status, and bad input."""
+"""The CLI end to end on a tiny model: run, resume, pareto, export, status (bad input: test_bad_input.py)."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from autopeft.cli import main
 
@@ -85,50 +83,7 @@ def test_resume_keeps_study_and_refuses_other_objectives(write_study, capsys):
     assert "optimises" in capsys.readouterr().err
 
 
-BAD_STUDIES = [
-    # (description, replacement (old, new) in the good YAML or full text, expected words)
-    ("empty file", "", "empty"),
-    ("malformed yaml", "name: [unclosed\n", "malformed YAML"),
-    ("not a mapping", "- a\n- b\n", "mapping"),
-    ("misspelt key", ("budget: {trials: 3}", "budjet: {trials: 3}"), "did you mean 'budget'"),
-    ("unknown adapter kind", ("search_space: space.yaml", "search_space: {adapters: {lorra: {rank: [4]}}}"), "did you mean 'lora'"),
-    ("negative size", ("search_space: space.yaml", "search_space: {adapters: {serial: {size: [-4]}}}"), "negative"),
-    ("layer out of range", ("search_space: space.yaml", "search_space: {adapters: {serial: {size: [4]}}, layers: [0, 9]}"), "out of range"),
-    ("rank larger than layer", ("search_space: space.yaml", "search_space: {adapters: {lora: {rank: [0, 512]}}}"), "rank"),
-    ("unknown target module", ("search_space: space.yaml", "search_space: {adapters: {lora: {rank: [4], targets: [[query, vaule]]}}}"), "vaule"),
-    ("missing model dir", ("model: ", "model: /nonexistent/model/dir #"), "does not exist"),
-    ("missing data file", ("train: train.tsv", "train: nothere.tsv"), "nothere.tsv"),
-    ("missing column", ("text: sentence", "text: sentense"), "sentense"),
-    ("unknown objective", ("objectives: [score, params, memory]", "objectives: [score, parms]"), "did you mean 'params'"),
-    ("unknown optimizer", ("optimizer: {name: random}", "optimizer: {name: bayes}"), "unknown optimizer"),
-    ("bad duration", ("budget: {trials: 3}", "budget: {trials: 3, time: soon}"), "duration"),
-    ("unreachable storage", ("storage: sqlite:///", "storage: postgresql://user:secret@127.0.0.1:1/db #"), "cannot open storage"),
-    ("unknown metric", ("type: classification", "type: classification\n  metric: acuracy"), "did you mean 'accuracy'"),
-]
-
-
-@pytest.mark.parametrize("desc,change,words", BAD_STUDIES, ids=[b[0] for b in BAD_STUDIES])
-def test_bad_input_exits_2_with_one_line(desc, change, words, write_study, tmp_path):
-    good = write_study().read_text()
-    text = change if isinstance(change, str) else good.replace(*change)
-    assert text != good, desc
-    path = write_study(text, name="bad.yaml")
-    code, out, err = run_cli("run", str(path))
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert words.lower() in lines[0].lower(), lines[0]
-    assert "secret" not in err
-    assert not (tmp_path / "tiny.db").exists(), "bad input must not write the storage"
-
-
-def test_missing_study_file_and_unseen_labels(write_study, tmp_path):
-    code, _, err = run_cli("run", str(tmp_path / "nope.yaml"))
-    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
-    dev = tmp_path / "dev.tsv"
-    dev.write_text(dev.read_text() + "an extra sentence\t7\n")
-    code, _, err = run_cli("validate", str(write_study()))
-    assert code == 2 and "7" in err and len(err.strip().splitlines()) == 1
+# Bad input (YAML, space, objectives, data, model, storage, flags): one table in test_bad_input.py.
 
 
 def test_validate_prints_space_size(write_study):
