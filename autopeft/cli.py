@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import logging
+import signal
 import sys
+import threading
 from typing import Callable, NoReturn, Sequence
 
 from .errors import AutoPEFTError
@@ -89,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    previous_sigterm = None
+    if args.command in ("run", "worker") and threading.current_thread() is threading.main_thread():
+        # a scheduler's SIGTERM (preemption, `kill`) stops a study like Ctrl-C: the running trial is marked
+        previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return COMMANDS[args.command](args)
     except AutoPEFTError as err:
@@ -99,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ninterrupted — run 'autopeft {command} {getattr(args, 'study', 'STUDY')}' again to resume; "
               "finished trials are kept and the interrupted one runs again", file=sys.stderr)
         return 130
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def _study(args):
@@ -167,7 +176,7 @@ def cmd_worker(args) -> int:
 def cmd_status(args) -> int:
     r = _study(args).status()
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(r.kinds.items()))
-    print(f"study '{r.name}': {r.total} trials, {r.counted}/{r.target} counted toward the budget — {kinds}")
+    print(f"study '{r.name}': {r.total} trials, {r.counted} counted (budget.trials: {r.target}) — {kinds}")
     for reason, n in r.reasons.items():
         print(f"  failed x{n}: {reason}")
     for number, worker, seconds in r.running:
