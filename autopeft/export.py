@@ -143,6 +143,7 @@ def train_recipe(recipe_cfg: RecipeConfig | str | Path, directory: str | Path,
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"'{directory}' exists and is not a directory", "choose another -o path")
+    check_stays_inside(directory)
     config = PEFTConfig.from_dict(recipe_cfg.adapters)
     # the task head is initialised at random when the model has none: seed it so a re-run trains the same model
     torch.manual_seed(recipe_cfg.seed)

@@ -196,6 +196,8 @@ class Study:
             self.run_references()
         if workers > 1:
             run_local_workers(self.cfg, self.storage_url, target, timeout, workers)
+            if self.cfg.refine.auto and progress(study).finished >= target:
+                return self.refine()  # here, once, not in every worker
             return self.pareto_front(self.load())
         stale = StaleTrials(self.cfg.recovery.grace, self.cfg.recovery.retries)
         stale.check(study)
@@ -251,8 +253,8 @@ class Study:
             infeasible_streak = 0
             durations.append(study.trials[trial.number].duration.total_seconds())
             self._log_progress(study, trial.number, progress(study).finished, target, durations)
-        if self.cfg.refine.auto and progress(study).finished >= target:
-            return self.refine()
+        if self.cfg.refine.auto and worker is None and progress(study).finished >= target:
+            return self.refine()  # workers leave it to 'autopeft refine' or the parent of local workers
         return self.pareto_front(study)
 
     def _start_trial(self, study: optuna.Study, trial: optuna.Trial, target: int, worker: str | None,

@@ -42,12 +42,14 @@ INTERRUPT_GRACE_S = 2.0
 
 
 def worker_name() -> str:
-    """``host:pid`` — recorded on every trial a worker runs, and the seed of its sampler."""
+    """``host:pid`` — recorded on every trial a worker runs; its hash keeps the worker's sampler seed apart."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
 class Progress:
+    """The counted trials of a study: how many finished, and which are running."""
+
     finished: int
     running_numbers: tuple[int, ...]
 
@@ -252,7 +254,7 @@ def run_local_workers(cfg: "StudyConfig", storage: str, target: int, timeout: fl
 
 def _worker_main(cfg: "StudyConfig", storage: str, target: int, timeout: float | None, name: str, threads: int,
                  level: int, results) -> None:
-    """Entry point of one local worker process (spawned)."""
+    """Entry point of one local worker process (forked from the forkserver)."""
     logging.basicConfig(level=level, format=f"[{name.rsplit('/', 1)[-1]}] %(message)s")
     import torch
 
