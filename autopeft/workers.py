@@ -114,30 +114,25 @@ class StaleTrials:
     """Finds running trials whose worker died, marks them failed with the reason and retries them.
 
     Optuna calls a trial stale once its heartbeat is ``grace`` s old, but never one without any heartbeat: a
-    worker killed between creating a trial and its first beat leaves such a trial, so one seen silent for
-    ``grace`` s here (by this process's own clock) is stale too. Safe with many workers looking at once: only the
-    one whose state change wins retries a trial.
+    worker killed between creating a trial and its first beat leaves such a trial. The first worker to see one
+    gives it a heartbeat, so the same grace applies to it, whichever worker looks next. Safe with many workers
+    looking at once: only the one whose state change wins retries a trial.
     """
 
     def __init__(self, grace: int, retries: int):
         self.grace = grace
         self.retries = retries
-        self._silent_since: dict[int, float] = {}
 
     def check(self, study: optuna.Study) -> list[int]:
         """Fail (and retry) the stale trials of ``study`` now; returns their numbers."""
         storage = study._storage
-        stale = {i: f"worker lost: no heartbeat for {self.grace}s (killed, crashed or disconnected)"
-                 for i in storage._get_stale_trial_ids(study._study_id)}
-        now = time.monotonic()
-        silent = _never_beaten(study)
-        self._silent_since = {i: self._silent_since.get(i, now) for i in silent}
-        stale.update({i: "worker lost before the trial's first heartbeat (killed while starting it)"
-                      for i, since in self._silent_since.items() if now - since >= self.grace})
+        for trial_id in _never_beaten(study):
+            storage.record_heartbeat(trial_id)  # a live worker's own beats overwrite it
         failed = []
-        for trial_id, reason in stale.items():
+        for trial_id in storage._get_stale_trial_ids(study._study_id):
             try:
-                storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+                storage.set_trial_user_attr(trial_id, "fail_reason", f"worker lost: no heartbeat for {self.grace}s "
+                                                                     "(killed, crashed or disconnected)")
                 if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:

@@ -38,6 +38,8 @@ def test_four_workers_ten_trials_each_give_exactly_forty_distinct_trials(write_s
     assert len({params_key(t) for t in counted}) == 40, "no configuration was proposed twice"
     per_worker = Counter(t.user_attrs["worker"] for t in counted)
     assert len(per_worker) >= 2, per_worker
+    logger.info("4 workers: %s trials each; %d trials stored in all (%d given up as surplus or duplicate)",
+                sorted(per_worker.values()), len(trials), len(trials) - len(counted))
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     for r in results:
         assert not any(s in r.out + r.err for s in secrets_of(postgres_db))
@@ -95,6 +97,9 @@ def test_the_password_is_never_shown_logged_exported_or_stored(write_study, post
     assert "autopeft:***@127.0.0.1" in outputs[0], "validate shows the masked URL"
     number = stored_trials(postgres_db)[0].number
     r = run_cli("export", str(study), "--trial", str(number), "-o", str(tmp_path / "out"), env=env)
+    outputs.append(r.out + r.err)
+    r = run_cli("report", str(study), "-o", str(tmp_path / "out" / "report.html"), env=env)
+    assert r.code == 0, r.err
     outputs.append(r.out + r.err)
     wrong = postgres_db.replace(postgres_db.split(":")[2].split("@")[0], "not-the-password")
     r = run_cli("status", str(study), "--storage", wrong)

@@ -100,7 +100,7 @@ def test_trial_whose_worker_died_before_its_first_heartbeat_is_retried(write_stu
     assert r.code == 0, r.err
     trials = stored_trials(url)
     assert trials[orphan.number].state.name == "FAIL"
-    assert "before the trial's first heartbeat" in trials[orphan.number].user_attrs["fail_reason"]
+    assert "no heartbeat" in trials[orphan.number].user_attrs["fail_reason"]
     assert len(counted_trials(trials)) == 3 and not [t for t in trials if t.state.name == "RUNNING"]
 
 
