@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -65,7 +66,9 @@ class Command:
             self.process.join()
             raise TimeoutError(f"autopeft did not finish in {timeout}s: {self._err.read_text()[-2000:]}")
         read = lambda path: path.read_text() if path.exists() else ""  # noqa: E731  (died before opening it)
-        return Result(self.process.exitcode, read(self._out), read(self._err))
+        result = Result(self.process.exitcode, read(self._out), read(self._err))
+        shutil.rmtree(self._out.parent, ignore_errors=True)
+        return result
 
 
 def run_cli(*args: str, env: dict[str, str | None] | None = None, cwd: str | Path | None = None,
