@@ -10,7 +10,8 @@ seconds per suggestion (the ask, which is where the backend works).
 
     python benchmarks/optimizers.py [--quick] [--json PATH] [--jobs 2]
 
-``--quick``: 3 seeds instead of 10, the two PEFT problems plus one synthetic one.
+``--quick``: 2 seeds instead of 10, 20 trials instead of 50, problems peft-autopeft and mixed-zdt,
+2 worker processes (Ax alone needs ~5-8 s per suggestion here, which is what bounds it).
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def run_one(backend: str, problem_name: str, seed: int, trials: int, startup: in
         values.append(row)
     curve = hypervolume_history(np.array(values), frame).tolist()
     out = {"backend": label or backend, "problem": problem_name, "seed": seed, "hv": curve,
-           "s_per_suggest": float(np.mean(asks)), "infeasible_asks": wasted}
+           "s_per_suggest": float(np.mean(asks)), "s_last10": float(np.mean(asks[-10:])), "infeasible_asks": wasted}
     if problem.true_front is not None:
         out["igd_plus"] = igd_plus(problem.normalise(np.array(values)), problem.normalise(problem.true_front))
     return out
@@ -111,6 +112,7 @@ def summarise(results: list[dict[str, Any]], trials: int) -> dict[str, dict[str,
         reach = np.nonzero(mean >= 0.9 * best_final[p])[0]
         cell["trials_to_90pct"] = int(reach[0]) + 1 if len(reach) else None
         cell["s_per_suggest"] = float(np.mean([r["s_per_suggest"] for r in runs]))
+        cell["s_per_suggest_last10"] = float(np.mean([r["s_last10"] for r in runs]))
         if "igd_plus" in runs[0]:
             igd = np.array([r["igd_plus"] for r in runs])
             cell["igd_plus_mean"], cell["igd_plus_sd"] = float(igd.mean()), float(igd.std(ddof=1)) if len(igd) > 1 else 0.0
@@ -123,7 +125,7 @@ def render(table: dict, problems: list[str], trials: int) -> str:
     lines = []
     for p in problems:
         lines.append(f"\n### {p}\n")
-        cols = [f"HV@{c}" for c in checkpoints(trials)] + ["IGD+", "trials to 90%", "s/suggest"]
+        cols = [f"HV@{c}" for c in checkpoints(trials)] + ["IGD+", "trials to 90%", "s/suggest", "s/suggest, last 10"]
         lines.append("| backend | " + " | ".join(cols) + " |")
         lines.append("|---" * (len(cols) + 1) + "|")
         best = max(table[b][p][f"hv{trials}_mean"] if f"hv{trials}_mean" in table[b][p] else 0 for b in table if p in table[b])
@@ -140,27 +142,35 @@ def render(table: dict, problems: list[str], trials: int) -> str:
             cells.append(f"{c['igd_plus_mean']:.4f} ± {c['igd_plus_sd']:.4f}" if "igd_plus_mean" in c else "–")
             cells.append(str(c["trials_to_90pct"]) if c["trials_to_90pct"] else f">{trials}")
             cells.append(f"{c['s_per_suggest']:.3f}")
+            cells.append(f"{c['s_per_suggest_last10']:.3f}")
             lines.append(f"| {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 seeds, PEFT problems + mixed-zdt")
+    ap.add_argument("--quick", action="store_true", help="2 seeds x 20 trials, peft-autopeft + mixed-zdt, 2 jobs")
     ap.add_argument("--json", type=Path, help="write {backend: {problem: {hv50_mean, hv50_sd, s_per_suggest, ...}}}")
-    ap.add_argument("--seeds", type=int, help="seeds per backend and problem (default 10, --quick 3)")
-    ap.add_argument("--trials", type=int, default=50)
+    ap.add_argument("--seeds", type=int, help="seeds per backend and problem (default 10, --quick 2)")
+    ap.add_argument("--trials", type=int, help="trials per run (default 50, --quick 20)")
     ap.add_argument("--startup", type=int, default=8, help="initial (random / space-filling) trials, every backend")
-    ap.add_argument("--backends", nargs="+", default=list(BACKENDS))
+    ap.add_argument("--backends", nargs="*", default=list(BACKENDS))
     ap.add_argument("--problems", nargs="+", help="default: every problem (--quick: PEFT ones + mixed-zdt)")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes (runs are single-threaded)")
+    ap.add_argument("--jobs", type=int, help="worker processes, each single-threaded (default 1, --quick 2)")
+    ap.add_argument("--runs", type=Path, help="JSON-lines file of finished runs: read (those are skipped), then "
+                    "appended to; a long table survives an interruption")
+    ap.add_argument("--rows", type=int, help="PEFT problems: only the first N successful table rows (default: all)")
     ap.add_argument("--variant", nargs=3, action="append", default=[], metavar=("LABEL", "BACKEND", "JSON"),
                     help="also run BACKEND with options JSON under LABEL (ablations)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from problems import get_problem, peft_table, problem_names
 
-    problems = args.problems or [p for p in problem_names() if not args.quick or p != "mixed-dtlz2"]
+    peft_table.ROW_LIMIT = args.rows
+
+    args.trials = args.trials or (20 if args.quick else 50)
+    args.jobs = args.jobs or (2 if args.quick else 1)
+    problems = args.problems or (["peft-autopeft", "mixed-zdt"] if args.quick else problem_names())
     available = []
     for p in problems:
         try:
@@ -168,28 +178,43 @@ def main(argv: list[str] | None = None) -> int:
             available.append(p)
         except LookupError as exc:
             logging.warning("skipping %s: %s", p, exc)
-    seeds = args.seeds or (3 if args.quick else 10)
+    seeds = args.seeds or (2 if args.quick else 10)
     if any(p.startswith("peft-") for p in available):
         rows = peft_table.table_problem().rows
         acc = peft_table.surrogate_accuracy(rows)
         logging.info("PEFT surrogate (random forest, 5-fold held-out, score_2000, %d rows): R^2 %.3f, Spearman %.3f, "
                      "MAE %.4f (score sd %.4f)", acc["rows"], acc["r2"], acc["spearman"], acc["mae"], acc["target_sd"])
     runs = [(b, b, {}) for b in args.backends] + [(lab, b, json.loads(o)) for lab, b, o in args.variant]
-    jobs = [(b, p, s, args.trials, args.startup, o, lab) for p in available for lab, b, o in runs
-            for s in range(seeds)]
+    # seed-major order: an interrupted table still has every backend on every problem for the first seeds
+    jobs = [(b, p, s, args.trials, args.startup, o, lab) for s in range(seeds) for p in available
+            for lab, b, o in runs]
     start = time.perf_counter()
     results = []
+    if args.runs and args.runs.exists():
+        wanted = {(j[6], j[1], j[2]) for j in jobs}
+        for line in args.runs.read_text().splitlines():
+            r = json.loads(line)
+            if (r["backend"], r["problem"], r["seed"]) in wanted and len(r["hv"]) == args.trials:
+                results.append(r)
+        done = {(r["backend"], r["problem"], r["seed"]) for r in results}
+        jobs = [j for j in jobs if (j[6], j[1], j[2]) not in done]
+        logging.info("%d runs read from %s, %d to go", len(results), args.runs, len(jobs))
+
+    def record(r: dict[str, Any]) -> None:
+        results.append(r)
+        logging.info("%s / %s / seed %d: HV@%d %.4f", r["backend"], r["problem"], r["seed"], args.trials, r["hv"][-1])
+        if args.runs:
+            with args.runs.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(run_one, *j) for j in jobs]
             for f in futures:
-                results.append(f.result())
-                logging.info("%s / %s / seed %d: HV@%d %.4f", *[results[-1][k] for k in ("backend", "problem", "seed")],
-                             args.trials, results[-1]["hv"][-1])
+                record(f.result())
     else:
         for j in jobs:
-            results.append(run_one(*j))
-            logging.info("%s / %s / seed %d: HV@%d %.4f", j[6], *j[1:3], args.trials, results[-1]["hv"][-1])
+            record(run_one(*j))
     table = summarise(results, args.trials)
     print(f"\n{len(runs)} backends x {len(available)} problems x {seeds} seeds x {args.trials} trials "
           f"in {time.perf_counter() - start:.0f}s on {platform.machine()} with {os.cpu_count()} cores, "

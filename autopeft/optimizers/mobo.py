@@ -11,16 +11,18 @@ What it does differently from a general-purpose BO sampler:
 * **Conditional space.** Parameters of a module that is off are encoded as a constant
   (:mod:`.encoding`), so the GP sees identical models as one point instead of noise.
 * **Discrete candidates.** The space is mostly categorical/ordinal/binary, so instead of a gradient
-  optimiser over a relaxation, the acquisition (qLogNEHVI, BoTorch) scores a pool of random feasible
-  points drawn at several size skews, mutations of the current Pareto set, then a few rounds of local
-  search around the best candidates. Already evaluated and pending configurations are never proposed.
+  optimiser over a relaxation, candidates are a pool of random feasible points drawn at several size
+  skews plus mutations of the current Pareto set, then a few rounds of local search around the best.
+  A cheap qLogEHVI (BoTorch; posterior-mean front, 8 QMC samples) screens them all; the best 16 are
+  scored by the acquisition proper (qLogEHVI with 32 samples, or qLogNEHVI). Already evaluated and
+  pending configurations are never proposed.
 * **Pending trials** (RUNNING, from parallel workers) are ``X_pending`` of the acquisition, so a batch
   of asks without tells gives distinct, complementary proposals.
 * **Fixed reference point** (``ctx.reference_point``, stored with the study) on the scaled objectives
   of :mod:`.reference`, so acquisition and reported hypervolume agree across resumes.
 
-The first ``n_startup`` proposals are a space-filling feasible design (best-candidate sampling on
-features and scaled known objectives). Everything is seeded by ``(seed, trial number)``.
+The first ``n_startup`` proposals are random feasible points, spread along the known objectives when
+there are any (best-candidate sampling). Everything is seeded by ``(seed, trial number)``.
 """
 from __future__ import annotations
 
@@ -44,6 +46,11 @@ from .reference import ESTIMATED_BY, scale_value
 
 logger = logging.getLogger(__name__)
 
+#: MC samples of the cheap acquisition that screens the whole candidate pool
+SCREEN_SAMPLES = 8
+#: candidates the screening passes on to the acquisition proper
+FINAL_CANDIDATES = 16
+
 
 @dataclass(frozen=True)
 class _Source:
@@ -66,9 +73,10 @@ class MOBOSampler(BaseSampler):
 
     Options (``optimizer.options`` in the study YAML): ``candidates`` random points per proposal
     (default 256; as many again are mutations of the Pareto set), ``local_rounds`` of local search (2),
-    ``acquisition`` (``ehvi``: qLogEHVI over the posterior-mean front of the observed points, or
-    ``nehvi``: qLogNEHVI, which integrates over the noisy front and costs a box decomposition per MC
-    sample), ``mc_samples`` (32), ``known_features`` (default True: the scaled known objectives are
+    ``acquisition`` for the short list (``ehvi``: qLogEHVI over the posterior-mean front of the observed
+    points; ``nehvi``: qLogNEHVI, which integrates over the noisy front but costs a box decomposition per
+    MC sample, several seconds per proposal once the 3-objective front holds a few dozen points),
+    ``mc_samples`` (32), ``known_features`` (default True: the scaled known objectives are
     also GP inputs, since e.g. log-params is a one-dimensional summary of the sizes that the score
     tends to follow), ``refit_every`` (5: past 30 observations, GP hyperparameters are re-estimated
     every 5th; in between the GP keeps them and only conditions on the new data), ``max_fit_iter``.
@@ -76,7 +84,7 @@ class MOBOSampler(BaseSampler):
 
     def __init__(self, ctx: SamplerContext, candidates: int = 256, mc_samples: int = 32, local_rounds: int = 2,
                  known_features: bool = True, max_fit_iter: int = 100, acquisition: str = "ehvi",
-                 refit_every: int = 5):
+                 refit_every: int = 5, front: str = "observed"):
         if ctx.space is None:
             raise ValueError("mobo needs the study's search space")
         if candidates < 16 or mc_samples < 8 or local_rounds < 0 or max_fit_iter < 10 or refit_every < 1:
@@ -85,6 +93,9 @@ class MOBOSampler(BaseSampler):
         if acquisition not in ("ehvi", "nehvi"):
             raise ValueError(f"acquisition {acquisition!r} is not 'ehvi' or 'nehvi'")
         self._acquisition = acquisition
+        if front not in ("observed", "mean"):
+            raise ValueError(f"front {front!r} is not 'observed' or 'mean'")
+        self._front = front
         self._refit_every = int(refit_every)
         self._ctx = ctx
         self._enc = SpaceEncoder(ctx.space)
@@ -204,27 +215,25 @@ class MOBOSampler(BaseSampler):
 
     # ------------------------------------------------------------------ start-up design
     def _space_filling(self, rng: np.random.Generator, existing: list[FrozenTrial], seen: set) -> dict[str, Any]:
-        """Best-candidate sampling: of a few random feasible unseen points, the farthest from existing ones."""
-        pool = self._feasible_pool(rng, 64, seen)
+        """A random feasible unseen point; with known objectives, the one of a few that is farthest from the
+        existing points along them (so the first trials span small to large configurations).
+
+        Spreading along the *features* instead would push every dimension to its bounds (farthest-point
+        designs favour corners), which is where a black-box objective is rarely best.
+        """
+        pool = self._feasible_pool(rng, 32, seen)
         if not pool:
             return {}
-        if not existing:
+        known = self._known_columns(pool)
+        if not existing or not known.shape[1]:
             return pool[0]
-        feats = self._design_features(pool)
-        ref = self._design_features([t.params for t in existing])
-        dist = np.sqrt(((feats[:, None, :] - ref[None, :, :]) ** 2).sum(-1)).min(1)
+        span = np.array([self._known_span(j) for j in range(known.shape[1])])
+        have = self._known_columns([t.params for t in existing]) / span
+        dist = np.abs((known / span)[:, None, :] - have[None, :, :]).sum(-1).min(1)
         return pool[int(np.argmax(dist))]
 
-    def _design_features(self, points: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        x = self._enc.encode_many(points)
-        k = self._known_columns(points)
-        if k.shape[1]:
-            # known objectives weigh like a few features: spread the design along params/memory too
-            span = np.array([self._known_span(j) for j in range(k.shape[1])])
-            x = np.hstack([x, 2.0 * k / span])
-        return x
-
     def _known_span(self, j: int) -> float:
+        """Scale of the j-th known column: its reference-point magnitude (1 without a reference point)."""
         scaled_ref = self._scaled_reference()
         if scaled_ref is None:
             return 1.0
@@ -297,9 +306,11 @@ class MOBOSampler(BaseSampler):
 
     def _bayesian(self, rng: np.random.Generator, complete: list[FrozenTrial], pending: list[FrozenTrial],
                   seen: set) -> dict[str, Any]:
-        from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+        from botorch.acquisition.multi_objective.logei import (qLogExpectedHypervolumeImprovement,
+                                                                qLogNoisyExpectedHypervolumeImprovement)
         from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
         from botorch.sampling import SobolQMCNormalSampler
+        from botorch.utils.multi_objective.box_decompositions.non_dominated import FastNondominatedPartitioning
         from botorch.utils.multi_objective.pareto import is_non_dominated
 
         torch.manual_seed(int(rng.integers(2**31)))
@@ -342,41 +353,51 @@ class MOBOSampler(BaseSampler):
             ref = infer_reference_point(obs).tolist()
         X_pending = self._inputs([t.params for t in pending]) if pending else None
         objective = GenericMCMultiOutputObjective(assemble)
-        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([self._mc_samples]), seed=int(rng.integers(2**31)))
-        if self._acquisition == "nehvi":
-            acq = qLogNoisyExpectedHypervolumeImprovement(
-                model=model, ref_point=ref, X_baseline=X, objective=objective, sampler=sampler,
-                X_pending=X_pending, prune_baseline=True, cache_root=False)
+
+        def sampler(n: int) -> SobolQMCNormalSampler:
+            return SobolQMCNormalSampler(sample_shape=torch.Size([n]), seed=seed)
+
+        seed = int(rng.integers(2**31))
+        # screening: qLogEHVI with few samples, cheap enough for the whole pool
+        if self._front == "observed":
+            front = obs
         else:
-            from botorch.acquisition.multi_objective.logei import qLogExpectedHypervolumeImprovement
-            from botorch.utils.multi_objective.box_decompositions.non_dominated import FastNondominatedPartitioning
-
             with torch.no_grad():
-                mean = model.posterior(X).mean.unsqueeze(0)
-                front = assemble(mean, X).squeeze(0)
-            partitioning = FastNondominatedPartitioning(ref_point=torch.tensor(ref, dtype=torch.double), Y=front)
-            acq = qLogExpectedHypervolumeImprovement(
-                model=model, ref_point=ref, partitioning=partitioning, objective=objective, sampler=sampler,
-                X_pending=X_pending)
+                front = assemble(model.posterior(X).mean.unsqueeze(0), X).squeeze(0)
+        partitioning = FastNondominatedPartitioning(ref_point=torch.tensor(ref, dtype=torch.double), Y=front)
+        screen = qLogExpectedHypervolumeImprovement(model=model, ref_point=ref, partitioning=partitioning,
+                                                    objective=objective, sampler=sampler(SCREEN_SAMPLES),
+                                                    X_pending=X_pending)
 
-        # candidates: random feasible points + mutations of the observed Pareto set
+        # candidates: random feasible points + mutations of the observed Pareto set, then local search
         pareto = [points[i] for i in torch.nonzero(is_non_dominated(obs)).view(-1).tolist()]
         pool = self._feasible_pool(rng, self._candidates, seen)
         keys = {self._enc.key(v) for v in pool}
-        pool += self._neighbours(rng, pareto, max(8, self._candidates // 2 // max(1, len(pareto))), seen, keys)
+        pool += self._neighbours(rng, pareto, max(8, self._candidates // max(1, len(pareto))), seen, keys)
         if not pool:
             return {}
-        scores = self._score(acq, pool)
+        scores = self._score(screen, pool)
         for _ in range(self._local_rounds):
             top = [pool[i] for i in np.argsort(-scores)[:8]]
             new = self._neighbours(rng, top, 16, seen, keys)
             if not new:
                 break
             pool += new
-            scores = np.concatenate([scores, self._score(acq, new)])
-        best = pool[int(np.argmax(scores))]
-        logger.debug("mobo: %d candidates, best log-acquisition %.3f", len(pool), float(scores.max()))
-        return best
+            scores = np.concatenate([scores, self._score(screen, new)])
+
+        # the short list, scored by the acquisition proper
+        short = [pool[i] for i in np.argsort(-scores)[:FINAL_CANDIDATES]]
+        if self._acquisition == "nehvi":
+            acq = qLogNoisyExpectedHypervolumeImprovement(
+                model=model, ref_point=ref, X_baseline=X, objective=objective, sampler=sampler(self._mc_samples),
+                X_pending=X_pending, prune_baseline=True, cache_root=False)
+        else:
+            acq = qLogExpectedHypervolumeImprovement(model=model, ref_point=ref, partitioning=partitioning,
+                                                     objective=objective, sampler=sampler(self._mc_samples),
+                                                     X_pending=X_pending)
+        final = self._score(acq, short)
+        logger.debug("mobo: %d candidates, best log-acquisition %.3f", len(pool), float(final.max()))
+        return short[int(np.argmax(final))]
 
     def _neighbours(self, rng: np.random.Generator, centres: Sequence[Mapping[str, Any]], per: int,
                     seen: set, keys: set) -> list[dict[str, Any]]:
