@@ -13,7 +13,6 @@ import warnings
 from numbers import Real
 from typing import Any
 
-import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
@@ -134,7 +133,7 @@ class AxSampler(BaseSampler):
             client.configure_generation_strategy(method=self._method, initialization_budget=self._ctx.n_startup,
                                                  initialization_random_seed=self._ctx.seed,
                                                  initialize_with_center=False)
-            for t in study._get_trials(deepcopy=False, use_cache=True):
+            for t in study.get_trials(deepcopy=False):
                 if t.number == trial.number or set(t.params) != set(dists):
                     continue
                 if t.state == TrialState.COMPLETE and t.values and all(math.isfinite(v) for v in t.values):

@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import optuna
 import torch
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from ..errors import AutoPEFTError
 from .base import SamplerContext, register_optimizer
 from .encoding import SpaceEncoder
 from .reference import ESTIMATED_BY, scale_value
@@ -138,7 +138,7 @@ class MOBOSampler(BaseSampler):
 
     def _propose(self, study: Study, trial: FrozenTrial) -> dict[str, Any]:
         rng = np.random.default_rng([self._ctx.seed, trial.number])
-        trials = study._get_trials(deepcopy=False, use_cache=True)
+        trials = study.get_trials(deepcopy=False)
         complete, pending, seen = [], [], set()
         n_obj = len(self._sources)
         for t in trials:
@@ -184,8 +184,6 @@ class MOBOSampler(BaseSampler):
         key = tuple(sorted(values.items()))
         hit = self._cache.get(key)
         if hit is None:
-            from ..errors import AutoPEFTError
-
             try:
                 feasible = self._ctx.is_feasible(values)
                 known = self._ctx.known_values(values) if feasible else {}

@@ -26,7 +26,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from autopeft.adapters import PEFTConfig, count_adapter_params, normalise_config
-from autopeft.errors import ConfigError
 from autopeft.memory import estimate_step_memory
 from autopeft.optimizers import derive_reference_point
 from autopeft.space import SearchSpace
