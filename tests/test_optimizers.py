@@ -70,12 +70,17 @@ def test_encoder_follows_the_decoded_peft_config():
     from autopeft.space import SearchSpace
 
     space = SearchSpace.from_spec({"adapters": {"serial": {"size": [0, 8]}, "lora": {"rank": [0, 4], "alpha_ratio": [1, 2]}},
-                                   "layers": "per_layer"}, num_layers=2)
+                                   "layers": "per_layer",
+                                   "hyperparameters": {"learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True}}},
+                                  num_layers=2)
     enc = SpaceEncoder(space)
-    base = {"serial.size": 8, "lora.rank": 4, "lora.alpha_ratio": 1, "layer.0": 0, "layer.1": 0}
-    # no layer switched on: both modules are off, whatever their sizes and options say
-    assert enc.key(base) == enc.key(dict(base, **{"serial.size": 0, "lora.alpha_ratio": 2}))
-    assert enc.key(dict(base, **{"layer.1": 1})) != enc.key(dict(base, **{"layer.1": 1, "lora.alpha_ratio": 2}))
+    base = {"serial.size": 8, "lora.rank": 4, "lora.alpha_ratio": 1, "layer.0": 0, "layer.1": 0,
+            "hp.learning_rate": 1e-3}
+    # no layer switched on: no adapters at all, whatever sizes, options and adapter learning rate say
+    assert enc.key(base) == enc.key(dict(base, **{"serial.size": 0, "lora.alpha_ratio": 2, "hp.learning_rate": 5e-3}))
+    on = dict(base, **{"layer.1": 1})
+    assert enc.key(on) != enc.key(dict(on, **{"lora.alpha_ratio": 2}))
+    assert enc.key(on) != enc.key(dict(on, **{"hp.learning_rate": 5e-3}))
 
 
 def test_inactive_parameters_do_not_change_proposals():

@@ -57,6 +57,10 @@ class _Dim:
     rank: tuple[int, ...] = ()  # ordinal: rank of each choice index
 
 
+#: hyperparameters that only act on adapter weights: irrelevant for the configuration without adapters
+ADAPTER_ONLY = ("hp.learning_rate",)
+
+
 class SpaceEncoder:
     """Encode, sample and mutate flat values of a space (see the module docstring)."""
 
@@ -100,7 +104,8 @@ class SpaceEncoder:
 
         With a :class:`~autopeft.space.SearchSpace` this follows the decoded configuration: a kind's
         sizes and options matter only if the kind is on somewhere (a shared size with every layer bit
-        off is as off as size 0), layer bits only if some shared kind is on. Otherwise ``requires_any``.
+        off is as off as size 0), layer bits only if some shared kind is on, and the adapters' learning
+        rate only if there are adapters (the head has its own). Otherwise ``requires_any``.
         """
         kinds = self._decoded_kinds(values)
         out = set()
@@ -111,6 +116,8 @@ class SpaceEncoder:
             elif kinds is not None and d.role == "layer":
                 if kinds & self._shared:
                     out.add(d.name)
+            elif kinds is not None and d.name in ADAPTER_ONLY and not kinds:
+                continue
             elif not d.requires_any or any(values.get(n, 0) for n in d.requires_any):
                 out.add(d.name)
         return out
