@@ -13,7 +13,7 @@ What it does differently from a general-purpose BO sampler:
 * **Discrete candidates.** The space is mostly categorical/ordinal/binary, so instead of a gradient
   optimiser over a relaxation, candidates are a pool of random feasible points drawn at several size
   skews plus mutations of the current Pareto set, then a few rounds of local search around the best.
-  A cheap qLogEHVI (BoTorch; posterior-mean front, 8 QMC samples) screens them all; the best 16 are
+  A cheap qLogEHVI (BoTorch; observed front, 8 QMC samples) screens them all; the best 16 are
   scored by the acquisition proper (qLogEHVI with 32 samples, or qLogNEHVI). Already evaluated and
   pending configurations are never proposed.
 * **Pending trials** (RUNNING, from parallel workers) are ``X_pending`` of the acquisition, so a batch
@@ -46,8 +46,6 @@ from .reference import ESTIMATED_BY, scale_value
 
 logger = logging.getLogger(__name__)
 
-#: MC samples of the cheap acquisition that screens the whole candidate pool
-SCREEN_SAMPLES = 8
 #: candidates the screening passes on to the acquisition proper
 FINAL_CANDIDATES = 16
 
@@ -79,12 +77,14 @@ class MOBOSampler(BaseSampler):
     ``mc_samples`` (32), ``known_features`` (default True: the scaled known objectives are
     also GP inputs, since e.g. log-params is a one-dimensional summary of the sizes that the score
     tends to follow), ``refit_every`` (5: past 30 observations, GP hyperparameters are re-estimated
-    every 5th; in between the GP keeps them and only conditions on the new data), ``max_fit_iter``.
+    every 5th; in between the GP keeps them and only conditions on the new data), ``max_fit_iter``,
+    ``front`` (``observed``: the screening partitions the space by the observed front; ``mean``: by the
+    posterior mean at the observed points), ``screen_samples`` (8, QMC samples of the screening).
     """
 
     def __init__(self, ctx: SamplerContext, candidates: int = 256, mc_samples: int = 32, local_rounds: int = 2,
                  known_features: bool = True, max_fit_iter: int = 100, acquisition: str = "ehvi",
-                 refit_every: int = 5, front: str = "observed"):
+                 refit_every: int = 5, front: str = "observed", screen_samples: int = 8):
         if ctx.space is None:
             raise ValueError("mobo needs the study's search space")
         if candidates < 16 or mc_samples < 8 or local_rounds < 0 or max_fit_iter < 10 or refit_every < 1:
@@ -96,6 +96,7 @@ class MOBOSampler(BaseSampler):
         if front not in ("observed", "mean"):
             raise ValueError(f"front {front!r} is not 'observed' or 'mean'")
         self._front = front
+        self._screen_samples = int(screen_samples)
         self._refit_every = int(refit_every)
         self._ctx = ctx
         self._enc = SpaceEncoder(ctx.space)
@@ -364,7 +365,7 @@ class MOBOSampler(BaseSampler):
                 front = assemble(model.posterior(X).mean.unsqueeze(0), X).squeeze(0)
         partitioning = FastNondominatedPartitioning(ref_point=torch.tensor(ref, dtype=torch.double), Y=front)
         screen = qLogExpectedHypervolumeImprovement(model=model, ref_point=ref, partitioning=partitioning,
-                                                    objective=objective, sampler=sampler(SCREEN_SAMPLES),
+                                                    objective=objective, sampler=sampler(self._screen_samples),
                                                     X_pending=X_pending)
 
         # candidates: random feasible points + mutations of the observed Pareto set, then local search
