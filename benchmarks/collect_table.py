@@ -3,7 +3,8 @@
 Each row is one configuration trained once on MiniLM (2,000 training examples, 1 epoch) with the
 validation score recorded after 250, 500, 1000 and 2000 examples (learning-curve snapshots of that
 run: the fidelities), plus exact params, measured peak memory, the analytic memory estimate and seconds.
-Appends to the CSV and resumes where it stopped.
+Appends to the CSV and resumes where it stopped; a second process with ``--order down`` shares the work
+(the table is rewritten in row order, duplicates dropped, once every row is in).
 
     python benchmarks/collect_table.py --task sst2 --rows 300 --out benchmarks/data/peft_sst2.csv --threads 1
 """
@@ -58,6 +59,22 @@ def sample_values(space: SearchSpace, rng: np.random.Generator) -> dict:
     return values
 
 
+def written_rows(path: Path) -> set[int]:
+    """Row numbers already in the table."""
+    with path.open() as f:
+        return {int(r["row"]) for r in csv.DictReader(f)}
+
+
+def sort_table(path: Path) -> None:
+    """Rewrite the table in row order, one line per row (two processes append in any order)."""
+    with path.open() as f:
+        rows = {int(r["row"]): r for r in csv.DictReader(f)}
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        w.writeheader()
+        w.writerows(rows[k] for k in sorted(rows))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=sorted(TASKS), default="sst2")
@@ -65,6 +82,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/data/peft_sst2.csv")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--order", choices=("up", "down"), default="up",
+                    help="down: work from the last row backwards, so a second process can share the file "
+                         "(each skips rows already written; they meet in the middle)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
@@ -75,11 +95,7 @@ def main(argv=None) -> int:
     trainer = ProxyTrainer(cfg)
     spaces = {name: SearchSpace.from_spec(load_yaml(REPO / f"search_spaces/{name}.yaml")[0], trainer.info.num_layers)
               for name in SPACES}
-    done = 0
-    if args.out.exists():
-        with args.out.open() as f:
-            done = sum(1 for _ in csv.DictReader(f))
-    else:
+    if not args.out.exists():
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", newline="") as f:
             csv.writer(f).writerow(COLUMNS)
@@ -87,7 +103,10 @@ def main(argv=None) -> int:
     # draw the same sequence every time so a resumed run continues it
     draws = [(SPACES[i % len(SPACES)], None) for i in range(args.rows)]
     draws = [(name, sample_values(spaces[name], rng)) for name, _ in draws]
-    for row in range(done, args.rows):
+    order = range(args.rows) if args.order == "up" else range(args.rows - 1, -1, -1)
+    for row in order:
+        if row in written_rows(args.out):  # read each time: another process may share the file
+            continue
         name, values = draws[row]
         config, hparams = spaces[name].decode(values)
         config = normalise_config(config, trainer.info)
@@ -106,6 +125,8 @@ def main(argv=None) -> int:
                                     *scores, f"{seconds:.2f}", status])
         logging.info("row %d/%d %s params=%s score@2000=%s %.1fs", row + 1, args.rows, name,
                      result.params if result else "-", scores[-1], seconds)
+    if written_rows(args.out) >= set(range(args.rows)):
+        sort_table(args.out)
     return 0
 
 

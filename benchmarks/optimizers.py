@@ -179,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         except LookupError as exc:
             logging.warning("skipping %s: %s", p, exc)
     seeds = args.seeds or (2 if args.quick else 10)
+    table_rows = None
     if any(p.startswith("peft-") for p in available):
         rows = peft_table.table_problem().rows
+        table_rows = len(rows)
         acc = peft_table.surrogate_accuracy(rows)
         logging.info("PEFT surrogate (random forest, 5-fold held-out, score_2000, %d rows): R^2 %.3f, Spearman %.3f, "
                      "MAE %.4f (score sd %.4f)", acc["rows"], acc["r2"], acc["spearman"], acc["mae"], acc["target_sd"])
@@ -194,13 +196,17 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {(j[6], j[1], j[2]) for j in jobs}
         for line in args.runs.read_text().splitlines():
             r = json.loads(line)
-            if (r["backend"], r["problem"], r["seed"]) in wanted and len(r["hv"]) == args.trials:
+            # a PEFT run counts only on the table it ran on (the surrogate changes as the table grows)
+            same_table = not r["problem"].startswith("peft-") or r.get("table_rows") == table_rows
+            if (r["backend"], r["problem"], r["seed"]) in wanted and len(r["hv"]) == args.trials and same_table:
                 results.append(r)
         done = {(r["backend"], r["problem"], r["seed"]) for r in results}
         jobs = [j for j in jobs if (j[6], j[1], j[2]) not in done]
         logging.info("%d runs read from %s, %d to go", len(results), args.runs, len(jobs))
 
     def record(r: dict[str, Any]) -> None:
+        if r["problem"].startswith("peft-"):
+            r["table_rows"] = table_rows
         results.append(r)
         logging.info("%s / %s / seed %d: HV@%d %.4f", r["backend"], r["problem"], r["seed"], args.trials, r["hv"][-1])
         if args.runs:

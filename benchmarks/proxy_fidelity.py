@@ -40,10 +40,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", nargs="+", default=["sst2", "rte"], choices=sorted(TASKS))
     ap.add_argument("--configs", type=int, default=30)
     ap.add_argument("--proxy-examples", type=int, default=250)
+    ap.add_argument("--proxy-epochs", type=float, default=1)
     ap.add_argument("--full-examples", type=int, default=2500)
     ap.add_argument("--full-epochs", type=float, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--log", type=Path, help="JSON-lines file of finished configs: read (those are skipped), then "
+                    "appended to, so a stopped run resumes")
     args = ap.parse_args(argv)
     if args.quick:
         args.configs, args.tasks = 8, ["sst2"]
@@ -60,17 +63,34 @@ def main(argv=None) -> int:
                   for n in ("autopeft", "lora")]
         rng = np.random.default_rng(7)
         proxy_scores, full_scores, params = [], [], []
+        setting = dict(task=task, proxy_examples=args.proxy_examples, proxy_epochs=args.proxy_epochs,
+                       full_examples=args.full_examples, full_epochs=args.full_epochs)
+        done = {}
+        if args.log and args.log.exists():
+            for line in args.log.read_text().splitlines():
+                rec = json.loads(line)
+                if all(rec.get(k) == v for k, v in setting.items()):
+                    done[rec["index"]] = rec
         start = time.perf_counter()
         for i in range(args.configs):
             space = spaces[i % 2]
-            config, hparams = space.decode(sample_values(space, rng))
-            config = normalise_config(config, trainer.info)
-            p = trainer.run(config, hparams, seed=0)
-            f = trainer.run(config, {**hparams, "epochs": args.full_epochs}, seed=0,
-                            train_examples=args.full_examples)
-            proxy_scores.append(p.score), full_scores.append(f.score), params.append(p.params)
-            print(f"{task} {i + 1}/{args.configs}: params {p.params:>8} proxy {p.score:.3f} full {f.score:.3f}",
-                  flush=True)
+            config, hparams = space.decode(sample_values(space, rng))  # drawn even when logged: same sequence
+            if i not in done:
+                config = normalise_config(config, trainer.info)
+                p = trainer.run(config, {**hparams, "epochs": args.proxy_epochs}, seed=0)
+                f = trainer.run(config, {**hparams, "epochs": args.full_epochs}, seed=0,
+                                train_examples=args.full_examples)
+                done[i] = {**setting, "index": i, "space": ("autopeft", "lora")[i % 2],
+                           "config": config.to_dict(),
+                           "hparams": hparams, "params": p.params, "proxy": p.score, "full": f.score,
+                           "proxy_s": p.seconds, "full_s": f.seconds}
+                if args.log:
+                    with args.log.open("a") as fh:
+                        fh.write(json.dumps(done[i]) + "\n")
+            rec = done[i]
+            proxy_scores.append(rec["proxy"]), full_scores.append(rec["full"]), params.append(rec["params"])
+            print(f"{task} {i + 1}/{args.configs}: params {rec['params']:>8} proxy {rec['proxy']:.3f} "
+                  f"({rec['proxy_s']:.0f}s) full {rec['full']:.3f} ({rec['full_s']:.0f}s)", flush=True)
         tau = float(kendalltau(proxy_scores, full_scores).statistic)
         front_p = pareto_mask(np.c_[proxy_scores, params], ["maximize", "minimize"])
         front_f = pareto_mask(np.c_[full_scores, params], ["maximize", "minimize"])
@@ -79,10 +99,11 @@ def main(argv=None) -> int:
         out[task] = {"kendall_tau": tau, "pareto_jaccard": jaccard, "pareto_recall": recall,
                      "configs": args.configs, "proxy_examples": min(args.proxy_examples, len(trainer.train)),
                      "full_examples": min(args.full_examples, len(trainer.train)), "full_epochs": args.full_epochs,
+                     "proxy_epochs": args.proxy_epochs,
                      "seconds": time.perf_counter() - start,
                      "proxy_scores": proxy_scores, "full_scores": full_scores, "params": params}
         print(f"{task}: Kendall tau {tau:.3f}; Pareto Jaccard {jaccard:.2f}, recall {recall:.2f} "
-              f"({args.configs} configs, proxy {out[task]['proxy_examples']} ex x 1 epoch vs full "
+              f"({args.configs} configs, proxy {out[task]['proxy_examples']} ex x {args.proxy_epochs:g} epochs vs full "
               f"{out[task]['full_examples']} ex x {args.full_epochs:g} epochs)")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
