@@ -55,6 +55,10 @@ class ProxyConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     measure_memory: bool = True
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="matmul precision of training and scoring (bf16 autocast; weights, gradients and "
+        "optimizer state stay fp32). auto: bf16 where the hardware computes it natively (CUDA with bf16, CPUs "
+        "with AVX512-BF16/AMX), else fp32. The memory objective is always measured on an fp32 step")
     activation_cache: bool = Field(True, description="reuse frozen layers' outputs across trials (exact up to "
                                                      "dropout in the frozen layers, which is off)")
     activation_cache_mb: float = Field(1024, ge=0, description="memory budget of that cache")

@@ -67,6 +67,25 @@ def token_cache_dir() -> Path:
     return Path(os.environ.get("AUTOPEFT_CACHE_DIR") or Path.home() / ".cache" / "autopeft")
 
 
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32).
+
+    ``auto`` picks bf16 only where it is native: emulated bf16 on an older CPU is slower than fp32.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        try:
+            return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+        except (AttributeError, RuntimeError):
+            return None
+    return None
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -175,9 +194,12 @@ class ProxyTrainer:
         cached = self._cached_inputs(train, n_examples, seed, k, proxy)
         tail = start_at_layer(model, self.info, k) if cached else nullcontext()
 
-        def train_step(batch: dict[str, torch.Tensor]) -> None:
+        precision = self.autocast(proxy)
+
+        def train_step(batch: dict[str, torch.Tensor], precision=precision) -> None:
             optimizer.zero_grad(set_to_none=True)
-            loss = model(**batch).loss
+            with precision:
+                loss = model(**batch).loss.float()
             if not torch.isfinite(loss):
                 raise TrialFailed(f"loss is {loss.item()} at step {step + 1}/{total_steps}")
             loss.backward()
@@ -199,7 +221,8 @@ class ProxyTrainer:
                 # Measured on the full model so the number is the config's true training memory, cache or not.
                 first = next(iter_batches(train, proxy.batch_size, self.pad_id, shuffle=True, seed=seed))
                 first.pop("index", None)
-                memory = measure_step_memory(lambda: train_step(self._to(first)), self.device)
+                # fp32, whatever the proxy's precision: the objective is the memory of a plain training step
+                memory = measure_step_memory(lambda: train_step(self._to(first), nullcontext()), self.device)
                 step = 1
             with tail:
                 epoch = 0
@@ -215,7 +238,7 @@ class ProxyTrainer:
                         seen = min(step * proxy.batch_size, len(train) * (epoch + 1))
                         for n in pending:
                             if seen >= n and n not in curve:
-                                curve[n] = self.evaluate(model, cached=cached)
+                                curve[n] = self.evaluate(model, cached=cached, proxy=proxy)
                                 model.train()
                                 if on_eval is not None and not on_eval(n, curve[n]):
                                     stopped_at = n
@@ -224,7 +247,8 @@ class ProxyTrainer:
                     epoch += 1
                     if stopped_at is not None:
                         break
-                score = curve[stopped_at] if stopped_at is not None else self.evaluate(model, cached=cached)
+                score = curve[stopped_at] if stopped_at is not None else self.evaluate(model, cached=cached,
+                                                                                        proxy=proxy)
         except torch.OutOfMemoryError as exc:
             raise TrialFailed(f"out of memory at step {step + 1}: {str(exc).splitlines()[0]}") from None
         finally:
@@ -241,6 +265,13 @@ class ProxyTrainer:
             stopped_at=stopped_at,
             cached_from_layer=k if cached else None,
         )
+
+    def autocast(self, proxy: ProxyConfig | None = None):
+        """The autocast context of ``proxy.precision`` (a no-op for fp32)."""
+        dtype = resolve_precision((proxy or self.cfg.proxy).precision, self.device)
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def _to(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in batch.items() if k != "index"}
@@ -260,9 +291,11 @@ class ProxyTrainer:
         return iter_batches(split, batch_size, self.pad_id, shuffle=shuffle, seed=seed)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: EncodedSplit | None = None, cached=None) -> float:
-        """The task metric of ``model`` on the validation split (or ``split``)."""
-        predictions, labels = self.predict(model, split, cached)
+    def evaluate(self, model: nn.Module, split: EncodedSplit | None = None, cached=None,
+                 proxy: ProxyConfig | None = None) -> float:
+        """The task metric of ``model`` on the validation split (or ``split``), in ``proxy``'s precision."""
+        with self.autocast(proxy):
+            predictions, labels = self.predict(model, split, cached)
         return float(self.metric(predictions, labels))
 
     @torch.no_grad()
@@ -273,7 +306,7 @@ class ProxyTrainer:
         preds, labels = [], []
         for batch in self._batches(split, cached, 128, shuffle=False, seed=0, validation=True):
             batch = self._to(batch)
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
             preds.append((logits.squeeze(-1) if self.task.regression else logits.argmax(-1)).cpu().numpy())
             labels.append(batch["labels"].cpu().numpy())
         return np.concatenate(preds), np.concatenate(labels)

@@ -33,6 +33,9 @@ from .yamlio import load_yaml
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+#: seconds a worker waits after claiming a reference before checking for a simultaneous claim by another
+REFERENCE_SETTLE_S = 1.0
+
 # ask/tell with heartbeats is deliberate here: the heartbeat thread is run around each trial below
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning)
 
@@ -193,7 +196,7 @@ class Study:
         timeout = timeout if timeout is not None else self.cfg.budget.seconds
         study = self._create_or_load()
         if self.cfg.references:
-            self.run_references()
+            self.run_references(settle=REFERENCE_SETTLE_S if worker else 0.0)
         if workers > 1:
             run_local_workers(self.cfg, self.storage_url, target, timeout, workers)
             if self.cfg.refine.auto and progress(study).finished >= target:
@@ -475,36 +478,55 @@ class Study:
     def references_name(self) -> str:
         return f"{self.cfg.name}.references"
 
-    def run_references(self) -> list[TrialRecord]:
-        """Train the hand-made reference configs not yet stored (at the proxy fidelity); see references.py."""
+    def run_references(self, settle: float = 0.0) -> list[TrialRecord]:
+        """Train the hand-made reference configs not yet stored (at the proxy fidelity); see references.py.
+
+        Safe with several workers starting together: a reference is claimed by a running trial (kept alive by
+        heartbeats) before it is trained; ``settle`` seconds later (time for simultaneous claims to land) the
+        lowest-numbered claim trains it and the others withdraw. A claim whose worker died is failed by the
+        stale check and trained again by whoever looks next.
+        """
         from .adapters import PEFTConfig
         from .references import REFERENCES, reference_config
 
-        study = optuna.create_study(storage=open_storage(self.storage_url), study_name=self.references_name,
+        storage = open_storage(self.storage_url, heartbeat=self.cfg.recovery.heartbeat, grace=self.cfg.recovery.grace)
+        study = optuna.create_study(storage=storage, study_name=self.references_name,
                                     directions=[o.direction for o in self.objectives], load_if_exists=True)
-        have = {t.user_attrs.get("reference") for t in study.get_trials(deepcopy=False)
-                if t.state in (TrialState.COMPLETE, TrialState.FAIL)}
+        stale = StaleTrials(self.cfg.recovery.grace, retries=0)
         info = self.trainer.info
         for ref in REFERENCES:
-            if ref.name in have:
+            stale.check(study)
+            if ref.name in _reference_claims(study):
                 continue
             config = normalise_config(PEFTConfig.from_dict(reference_config(ref, info)), info)
-            trial = study.ask()
-            trial.set_user_attr("reference", ref.name)
-            trial.set_user_attr("config", config.to_dict() if not ref.full_finetune else {"full_finetune": True})
-            trial.set_user_attr("hyperparameters", ref.hyperparameters or {})
-            proxy = self.trainer.settings(ref.hyperparameters)
-            trial.set_user_attr("fidelity", self._fidelity(proxy))
-            try:
-                result = self.trainer.run(config, ref.hyperparameters, seed=self.cfg.seed,
-                                          full_finetune=ref.full_finetune)
-            except TrialFailed as exc:
-                self._fail(study, trial, str(exc))
-                continue
-            measured = result.to_dict()
-            measured["params_pct"] = 100.0 * result.params / info.base_params
-            trial.set_user_attr("measured", measured)
-            study.tell(trial, [float(result.objectives()[o.name]) for o in self.objectives])
+            with warnings.catch_warnings():  # the heartbeat is run around the trial below, not by study.optimize
+                warnings.simplefilter("ignore", UserWarning)
+                trial = study.ask()
+            with get_heartbeat_thread(trial._trial_id, study._storage):
+                trial.set_user_attr("reference", ref.name)
+                time.sleep(settle)
+                first = min(_reference_claims(study, ref.name), default=trial.number)
+                if first != trial.number:  # another worker claimed it a moment earlier
+                    trial.set_user_attr("withdrawn", f"trial {first} runs this reference")
+                    study.tell(trial, state=TrialState.PRUNED)
+                    continue
+                trial.set_user_attr("config", config.to_dict() if not ref.full_finetune else {"full_finetune": True})
+                trial.set_user_attr("hyperparameters", ref.hyperparameters or {})
+                proxy = self.trainer.settings(ref.hyperparameters)
+                trial.set_user_attr("fidelity", self._fidelity(proxy))
+                try:
+                    result = self.trainer.run(config, ref.hyperparameters, seed=self.cfg.seed,
+                                              full_finetune=ref.full_finetune)
+                except TrialFailed as exc:
+                    self._fail(study, trial, str(exc))
+                    continue
+                except KeyboardInterrupt:
+                    mark_interrupted(study, trial)
+                    raise
+                measured = result.to_dict()
+                measured["params_pct"] = 100.0 * result.params / info.base_params
+                trial.set_user_attr("measured", measured)
+                study.tell(trial, [float(result.objectives()[o.name]) for o in self.objectives])
             logger.info("reference %-32s %s  %.1fs", ref.name, " ".join(
                 f"{o.name}={format_value(o.name, result.objectives()[o.name])}" for o in self.objectives),
                 result.seconds)
@@ -619,3 +641,18 @@ def format_duration(seconds: float) -> str:
         return "?"
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _reference_claims(study: optuna.Study, name: str | None = None) -> set[str] | list[int]:
+    """Reference names that are done or being trained; with ``name``, the numbers of the trials claiming it.
+
+    Done means completed, or failed for a reason of its own (a NaN loss would fail again); a reference whose
+    worker was lost is free to be trained again.
+    """
+    claims: dict[str, list[int]] = {}
+    for t in study.get_trials(deepcopy=False):
+        ref = t.user_attrs.get("reference")
+        lost = t.state == TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith("worker lost")
+        if ref and (t.state in (TrialState.COMPLETE, TrialState.RUNNING) or t.state == TrialState.FAIL and not lost):
+            claims.setdefault(ref, []).append(t.number)
+    return claims.get(name, []) if name is not None else set(claims)

@@ -23,7 +23,7 @@ import torch
 
 from autopeft.adapters import normalise_config
 from autopeft.config import StudyConfig
-from autopeft.proxy import ProxyTrainer
+from autopeft.proxy import ProxyTrainer, resolve_precision
 from autopeft.space import SearchSpace
 from autopeft.yamlio import load_yaml
 
@@ -40,7 +40,7 @@ TASKS = {
 }
 SPACES = ("autopeft", "lora")
 COLUMNS = ["row", "task", "space", "values", "config", "hyperparameters", "params", "memory", "memory_estimate",
-           *[f"score_{n}" for n in FIDELITIES], "seconds", "status"]
+           *[f"score_{n}" for n in FIDELITIES], "seconds", "status", "precision"]
 
 
 def sample_values(space: SearchSpace, rng: np.random.Generator) -> dict:
@@ -93,6 +93,8 @@ def main(argv=None) -> int:
         search_space={}, proxy=dict(train_examples=2000, eval_examples=500, epochs=1, max_length=64,
                                     batch_size=32, threads=args.threads), seed=args.seed))
     trainer = ProxyTrainer(cfg)
+    # rows before 109 were collected in fp32 (the proxy's precision then; the column was added with bf16)
+    precision = str(resolve_precision(cfg.proxy.precision, trainer.device) or "fp32").replace("torch.", "")
     spaces = {name: SearchSpace.from_spec(load_yaml(REPO / f"search_spaces/{name}.yaml")[0], trainer.info.num_layers)
               for name in SPACES}
     if not args.out.exists():
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
             csv.writer(f).writerow([row, args.task, name, json.dumps(values), json.dumps(config.to_dict()),
                                     json.dumps(hparams), result.params if result else "",
                                     result.memory if result else "", result.memory_estimate if result else "",
-                                    *scores, f"{seconds:.2f}", status])
+                                    *scores, f"{seconds:.2f}", status, precision])
         logging.info("row %d/%d %s params=%s score@2000=%s %.1fs", row + 1, args.rows, name,
                      result.params if result else "-", scores[-1], seconds)
     if written_rows(args.out) >= set(range(args.rows)):

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from autopeft.adapters import normalise_config
     from autopeft.config import StudyConfig
     from autopeft.pareto import pareto_mask
-    from autopeft.proxy import ProxyTrainer
+    from autopeft.proxy import ProxyTrainer, resolve_precision
     from autopeft.space import SearchSpace
     from autopeft.yamlio import load_yaml
 
@@ -83,7 +83,8 @@ def main(argv=None) -> int:
                 done[i] = {**setting, "index": i, "space": ("autopeft", "lora")[i % 2],
                            "config": config.to_dict(),
                            "hparams": hparams, "params": p.params, "proxy": p.score, "full": f.score,
-                           "proxy_s": p.seconds, "full_s": f.seconds}
+                           "proxy_s": p.seconds, "full_s": f.seconds,
+                           "precision": str(resolve_precision(cfg.proxy.precision, trainer.device) or "fp32")}
                 if args.log:
                     with args.log.open("a") as fh:
                         fh.write(json.dumps(done[i]) + "\n")
