@@ -14,11 +14,11 @@ from numbers import Real
 from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from .base import SamplerContext, register_optimizer
+from .base import ContextSampler, SamplerContext, register_optimizer
 
 METHODS = ("fast", "quality", "random_search")
 
@@ -28,7 +28,7 @@ def _ax(ctx: SamplerContext) -> BaseSampler:
     return AxSampler(ctx, **ctx.backend_options)
 
 
-class AxSampler(BaseSampler):
+class AxSampler(ContextSampler):
     """Options: ``method`` (Ax generation-strategy method: fast | quality | random_search)."""
 
     def __init__(self, ctx: SamplerContext, method: str = "fast"):
@@ -36,21 +36,10 @@ class AxSampler(BaseSampler):
             raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
         if ctx.space is None or not ctx.objectives:
             raise ValueError("ax needs the study's search space and objectives")
-        self._ctx = ctx
+        super().__init__(ctx)
         self._method = method
-        self._random = RandomSampler(seed=ctx.seed)
         self._names = {p.name: f"x{i}" for i, p in enumerate(ctx.space.params)}
         self._metrics = [f"m{i}" for i in range(len(ctx.objectives))]
-
-    def reseed_rng(self) -> None:
-        self._random.reseed_rng()
-
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self._ctx.distributions()
-
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
 
     # ------------------------------------------------------------------ value mapping
     @staticmethod
@@ -116,7 +105,7 @@ class AxSampler(BaseSampler):
     # ------------------------------------------------------------------ the ask
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        if not search_space or set(search_space) != set(self._ctx.distributions()):
+        if not self._is_whole_space(search_space):
             return {}
         from ax.api import Client
 

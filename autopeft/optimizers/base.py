@@ -75,6 +75,30 @@ class SamplerContext:
         return {p.name: p.distribution for p in self.space.params} if self.space is not None else {}
 
 
+class ContextSampler(optuna.samplers.BaseSampler):
+    """Base of the model-based backends: the whole study space is sampled relatively (``sample_relative``
+    proposes every parameter at once), with a seeded random sampler for the independent fallback."""
+
+    def __init__(self, ctx: SamplerContext):
+        self._ctx = ctx
+        self._random = optuna.samplers.RandomSampler(seed=ctx.seed)
+
+    def reseed_rng(self) -> None:
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: optuna.trial.FrozenTrial) -> dict[str, optuna.distributions.BaseDistribution]:
+        return self._ctx.distributions()
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def _is_whole_space(self, search_space: Mapping[str, optuna.distributions.BaseDistribution]) -> bool:
+        """True when ``sample_relative`` was handed the full study space (else it returns ``{}``)."""
+        return bool(search_space) and set(search_space) == set(self._ctx.distributions())
+
+
 SamplerFactory = Callable[[SamplerContext], optuna.samplers.BaseSampler]
 _REGISTRY: dict[str, SamplerFactory] = {}
 

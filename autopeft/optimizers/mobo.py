@@ -35,12 +35,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import AutoPEFTError
-from .base import SamplerContext, register_optimizer
+from .base import ContextSampler, SamplerContext, register_optimizer
 from .encoding import SpaceEncoder
 from .reference import ESTIMATED_BY, scale_value
 
@@ -66,7 +66,7 @@ def _mobo(ctx: SamplerContext) -> BaseSampler:
     return MOBOSampler(ctx, **ctx.backend_options)
 
 
-class MOBOSampler(BaseSampler):
+class MOBOSampler(ContextSampler):
     """Optuna sampler running the engine described in the module docstring.
 
     Options (``optimizer.options`` in the study YAML): ``candidates`` random points per proposal
@@ -98,32 +98,21 @@ class MOBOSampler(BaseSampler):
         self._front = front
         self._screen_samples = int(screen_samples)
         self._refit_every = int(refit_every)
-        self._ctx = ctx
+        super().__init__(ctx)
         self._enc = SpaceEncoder(ctx.space)
         self._candidates = int(candidates)
         self._mc_samples = int(mc_samples)
         self._local_rounds = int(local_rounds)
         self._known_features = bool(known_features)
         self._max_fit_iter = int(max_fit_iter)
-        self._random = RandomSampler(seed=ctx.seed)
         self._cache: dict[tuple, tuple[dict[str, float], bool]] = {}
         self._warm: dict[str, torch.Tensor] | None = None  # last GP hyperparameters (warm start)
         self._sources = self._plan_sources()
 
     # ------------------------------------------------------------------ optuna interface
-    def reseed_rng(self) -> None:
-        self._random.reseed_rng()
-
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self._ctx.distributions()
-
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
-
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        if not search_space or set(search_space) != set(self._ctx.distributions()):
+        if not self._is_whole_space(search_space):
             return {}
         from threadpoolctl import threadpool_limits
 
