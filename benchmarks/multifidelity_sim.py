@@ -13,6 +13,10 @@ normalised by the table's bounds, against a fixed reference point; the reference
 the whole table. Prints the median compute each arm needs to reach 95 % of it, and the ratio.
 
     python benchmarks/multifidelity_sim.py [--csv benchmarks/data/peft_sst2.csv] [--eta 3] [--orders 50] [--json PATH]
+    python benchmarks/multifidelity_sim.py --fidelity-log benchmarks/data/proxy_fidelity.jsonl --task sst2
+
+The second form replays benchmarks/proxy_fidelity.py's pairs instead: the proxy is the low fidelity, full
+training (>= 10x the data, >= 3 epochs) the high one, each with its measured seconds.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import argparse
 import csv
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +37,24 @@ FIDELITIES = (250, 500, 1000, 2000)
 DIRECTIONS = ["maximize", "minimize"]
 
 
-def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scores (n, 4), log-params (n,), seconds at full fidelity (n,)) of the successful rows."""
+@dataclass
+class Table:
+    """Configurations scored at increasing fidelities.
+
+    ``cost[i, j]``: seconds the multi-fidelity arm has spent on configuration i once it has its score at
+    fidelity j; ``single_cost[i]``: seconds of the single-fidelity arm's one run at the top fidelity.
+    """
+
+    fidelities: list[str]
+    scores: np.ndarray  # (n, F)
+    params: np.ndarray  # (n,) log10(params + 1)
+    cost: np.ndarray  # (n, F)
+    single_cost: np.ndarray  # (n,)
+
+
+def load(path: Path) -> Table:
+    """The tabulated benchmark: scores after 250/500/1000/2000 examples are snapshots of one run, so
+    stopping at fidelity f costs that run's seconds times f / 2000."""
     scores, params, seconds = [], [], []
     with path.open() as f:
         for row in csv.DictReader(f):
@@ -42,7 +63,25 @@ def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             scores.append([float(row[f"score_{n}"]) for n in FIDELITIES])
             params.append(np.log10(float(row["params"]) + 1))
             seconds.append(float(row["seconds"]))
-    return np.array(scores), np.array(params), np.array(seconds)
+    seconds = np.array(seconds)
+    return Table([str(n) for n in FIDELITIES], np.array(scores), np.array(params),
+                 seconds[:, None] * np.array(FIDELITIES)[None, :] / FIDELITIES[-1], seconds)
+
+
+def load_fidelity_log(path: Path, task: str) -> Table:
+    """benchmarks/proxy_fidelity.py's log: a proxy run and a separate full run per configuration. A promoted
+    configuration pays both (the full run starts afresh); the single-fidelity arm pays the full run alone."""
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    recs = [r for r in recs if r["task"] == task]
+    if not recs:
+        raise SystemExit(f"no '{task}' configurations in {path}")
+    r0 = recs[0]
+    labels = [f"proxy {r0['proxy_examples']}x{r0['proxy_epochs']:g}", f"full {r0['full_examples']}x{r0['full_epochs']:g}"]
+    proxy_s = np.array([r["proxy_s"] for r in recs])
+    full_s = np.array([r["full_s"] for r in recs])
+    return Table(labels, np.array([[r["proxy"], r["full"]] for r in recs]),
+                 np.log10(np.array([r["params"] for r in recs], dtype=float) + 1),
+                 np.stack([proxy_s, proxy_s + full_s], axis=1), full_s)
 
 
 def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
@@ -59,23 +98,24 @@ def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
     return area
 
 
-def simulate(order, scores, params, seconds, eta, rungs, ref, lo, span, multi):
-    """Cumulative compute and hypervolume after each trial of one arm."""
+def simulate(order, table: Table, eta, rungs: list[int], ref, lo, span, multi):
+    """Cumulative compute and hypervolume after each trial of one arm; ``rungs`` index table.fidelities."""
     reached: dict[int, list[list[float]]] = {r: [] for r in rungs}
     done_points, spent, trace = [], 0.0, []
+    top = len(table.fidelities) - 1
     for i in order:
-        fraction = 1.0
+        stop = top
         if multi:
-            for j, r in enumerate(rungs):
-                vec = [scores[i, FIDELITIES.index(r)], params[i]]
+            for r in rungs:
+                vec = [table.scores[i, r], table.params[i]]
                 ok = promote(vec, reached[r], DIRECTIONS, eta)
                 reached[r].append(vec)
                 if not ok:
-                    fraction = r / FIDELITIES[-1]
+                    stop = r
                     break
-        spent += seconds[i] * fraction
-        if fraction == 1.0:
-            done_points.append([(-scores[i, -1] - lo[0]) / span[0], (params[i] - lo[1]) / span[1]])
+        spent += table.cost[i, stop] if multi else table.single_cost[i]
+        if stop == top:
+            done_points.append([(-table.scores[i, -1] - lo[0]) / span[0], (table.params[i] - lo[1]) / span[1]])
         trace.append((spent, hypervolume_2d(np.array(done_points), ref) if done_points else 0.0))
     return trace
 
@@ -87,15 +127,23 @@ def compute_to_reach(trace, target):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--csv", type=Path, default=REPO / "benchmarks/data/peft_sst2.csv")
+    ap.add_argument("--fidelity-log", type=Path, help="use benchmarks/proxy_fidelity.py's --log instead: two "
+                    "fidelities, the proxy and full training (separate runs)")
+    ap.add_argument("--task", default="sst2", help="with --fidelity-log")
     ap.add_argument("--eta", type=float, default=3.0)
-    ap.add_argument("--rungs", type=int, nargs="+", default=[250, 500, 1000])
+    ap.add_argument("--rungs", type=int, nargs="+", default=[250, 500, 1000],
+                    help="training examples of the CSV's fidelities (ignored with --fidelity-log: rung = the proxy)")
     ap.add_argument("--orders", type=int, default=50)
     ap.add_argument("--fraction", type=float, default=0.95)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    scores, params, seconds = load(args.csv)
-    n = len(scores)
-    losses = np.stack([-scores[:, -1], params], axis=1)
+    if args.fidelity_log:
+        table, rungs, source = load_fidelity_log(args.fidelity_log, args.task), [0], args.fidelity_log.name
+    else:
+        table, source = load(args.csv), args.csv.name
+        rungs = [FIDELITIES.index(r) for r in args.rungs]
+    n = len(table.scores)
+    losses = np.stack([-table.scores[:, -1], table.params], axis=1)
     lo, hi = losses.min(axis=0), losses.max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
     ref = (1.1, 1.1)
@@ -105,24 +153,23 @@ def main(argv=None) -> int:
     single, multi = [], []
     for _ in range(args.orders):
         order = rng.permutation(n)
-        single.append(compute_to_reach(simulate(order, scores, params, seconds, args.eta, args.rungs, ref, lo, span,
-                                                False), target))
-        multi.append(compute_to_reach(simulate(order, scores, params, seconds, args.eta, args.rungs, ref, lo, span,
-                                               True), target))
+        single.append(compute_to_reach(simulate(order, table, args.eta, rungs, ref, lo, span, False), target))
+        multi.append(compute_to_reach(simulate(order, table, args.eta, rungs, ref, lo, span, True), target))
     reached_multi = [m for m in multi if np.isfinite(m)]
     s_med, m_med = float(np.median(single)), float(np.median(multi))
-    rank_tau = kendall_between_fidelities(scores)
-    print(f"table: {args.csv.name}, {n} configurations; reference hypervolume {reference:.4f}")
-    print(f"Kendall tau of scores vs the 2000-example score: " +
-          ", ".join(f"{f}: {t:.2f}" for f, t in zip(FIDELITIES[:-1], rank_tau)))
+    rank_tau = kendall_between_fidelities(table.scores)
+    rung_names = [table.fidelities[r] for r in rungs]
+    print(f"table: {source}, {n} configurations; reference hypervolume {reference:.4f}")
+    print(f"Kendall tau of scores vs the top fidelity ({table.fidelities[-1]}): " +
+          ", ".join(f"{f}: {t:.2f}" for f, t in zip(table.fidelities[:-1], rank_tau)))
     print(f"compute (s) to reach {args.fraction:.0%} of it, median over {args.orders} orders: single fidelity "
-          f"{s_med:.0f}, MO-ASHA (rungs {args.rungs}, eta {args.eta:g}) {m_med:.0f}; ratio {s_med / m_med:.2f}; "
+          f"{s_med:.0f}, MO-ASHA (rungs {rung_names}, eta {args.eta:g}) {m_med:.0f}; ratio {s_med / m_med:.2f}; "
           f"MO-ASHA reached it in {len(reached_multi)}/{args.orders} orders")
     if args.json:
         args.json.write_text(json.dumps({"configs": n, "single_median_s": s_med, "multi_median_s": m_med,
                                          "ratio": s_med / m_med, "multi_reached": len(reached_multi),
-                                         "orders": args.orders, "kendall_tau": dict(zip(map(str, FIDELITIES[:-1]),
-                                                                                        rank_tau))}, indent=2))
+                                         "orders": args.orders, "rungs": rung_names,
+                                         "kendall_tau": dict(zip(table.fidelities[:-1], rank_tau))}, indent=2))
     return 0
 
 
