@@ -235,13 +235,17 @@ class MOBOSampler(ContextSampler):
         for i in range(20 * n):
             if len(out) >= n:
                 break
-            v = self._enc.sample(rng, skews[i % len(skews)])
-            k = self._enc.key(v)
-            if k in seen or k in keys or not self._known_and_feasible(v)[1]:
-                continue
-            keys.add(k)
-            out.append(v)
+            self._add_if_new(self._enc.sample(rng, skews[i % len(skews)]), seen, keys, out)
         return out
+
+    def _add_if_new(self, v: dict[str, Any], seen: set, keys: set, out: list[dict[str, Any]]) -> None:
+        """Append ``v`` to ``out`` (its key to ``keys``) if it is in neither ``seen`` nor ``keys`` and meets the
+        budgets."""
+        k = self._enc.key(v)
+        if k in seen or k in keys or not self._known_and_feasible(v)[1]:
+            return
+        keys.add(k)
+        out.append(v)
 
     # ------------------------------------------------------------------ the model-based proposal
     def _inputs(self, points: Sequence[Mapping[str, Any]]) -> torch.Tensor:
@@ -392,12 +396,7 @@ class MOBOSampler(ContextSampler):
         out = []
         for c in centres:
             for _ in range(per):
-                v = self._enc.mutate(c, rng, n_changes=1 + int(rng.poisson(0.7)))
-                k = self._enc.key(v)
-                if k in seen or k in keys or not self._known_and_feasible(v)[1]:
-                    continue
-                keys.add(k)
-                out.append(v)
+                self._add_if_new(self._enc.mutate(c, rng, n_changes=1 + int(rng.poisson(0.7))), seen, keys, out)
         return out
 
     def _score(self, acq, points: Sequence[Mapping[str, Any]]) -> np.ndarray:
