@@ -10,7 +10,7 @@ re-binds them to the copied adapters (closures would keep pointing at the origin
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -86,6 +86,14 @@ def _match_device(adapter: nn.Module, like: nn.Module) -> None:
         adapter.to(device=ref.device, dtype=ref.dtype)
 
 
+def _active_layers(model: nn.Module, spec: ModuleSpec, info: ModelInfo) -> Iterator[tuple[int, int, nn.Module]]:
+    """(layer index, adapter size, layer module) for every layer the spec gives a size > 0, in layer order."""
+    layers = get_layers(model, info.arch)
+    for idx, size in sorted(spec.layers.items()):
+        if size > 0:
+            yield idx, size, layers[idx]
+
+
 def _bottleneck_params(hidden: int, size: int) -> int:
     return 2 * hidden * size + size + hidden
 
@@ -119,12 +127,8 @@ class SerialAdapter(AdapterKind):
         return per_site * len(self._sites(spec))
 
     def attach(self, model: nn.Module, spec: ModuleSpec, info: ModelInfo) -> list[nn.Parameter]:
-        layers = get_layers(model, info.arch)
         params: list[nn.Parameter] = []
-        for idx, size in sorted(spec.layers.items()):
-            if size <= 0:
-                continue
-            layer = layers[idx]
+        for idx, size, layer in _active_layers(model, spec, info):
             for child, logical in self._sites(spec):
                 adapter = Bottleneck(info.hidden_size, size, spec.options["activation"])
                 target = layer.get_submodule(info.arch.modules[logical])
@@ -154,12 +158,8 @@ class ParallelAdapter(AdapterKind):
         return sum(_bottleneck_params(info.hidden_size, m) for m in spec.layers.values() if m > 0)
 
     def attach(self, model: nn.Module, spec: ModuleSpec, info: ModelInfo) -> list[nn.Parameter]:
-        layers = get_layers(model, info.arch)
         params: list[nn.Parameter] = []
-        for idx, size in sorted(spec.layers.items()):
-            if size <= 0:
-                continue
-            layer = layers[idx]
+        for idx, size, layer in _active_layers(model, spec, info):
             adapter = Bottleneck(info.hidden_size, size, spec.options["activation"], spec.options["scaling"])
             ffn_in = layer.get_submodule(info.arch.modules["ffn_in"])
             ffn_out = layer.get_submodule(info.arch.modules["ffn_out"])
