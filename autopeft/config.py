@@ -247,17 +247,24 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return model
 
 
+def _validated(model: type[BaseModel], data: dict, path: str | Path, lines: dict[tuple, int]) -> Any:
+    """``data`` (read from ``path``) validated as ``model``, with ``base_dir`` set to the file's folder;
+    a validation error becomes a one-line ConfigError."""
+    try:
+        cfg = model.model_validate(data)
+    except ValidationError as err:
+        raise format_validation_error(err, model, str(path), lines) from None
+    cfg.base_dir = Path(path).resolve().parent
+    return cfg
+
+
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read and validate a study YAML file; raises ConfigError (one line) on any problem."""
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError("a study file must be a mapping of keys (name, model, task, ...)",
                           "see studies/quickstart.yaml", str(path))
-    try:
-        cfg = StudyConfig.model_validate(data)
-    except ValidationError as err:
-        raise format_validation_error(err, StudyConfig, str(path), lines) from None
-    cfg.base_dir = Path(path).resolve().parent
+    cfg = _validated(StudyConfig, data, path, lines)
     cfg.source = str(path)
     return cfg
 
@@ -298,10 +305,6 @@ def load_recipe(path: str | Path) -> RecipeConfig:
     if "search_space" in data and "adapters" not in data:
         raise ConfigError("this is a study file, not an exported recipe",
                           "run 'autopeft run' on it, or 'autopeft export STUDY --pick knee -o DIR' first", str(path))
-    try:
-        cfg = RecipeConfig.model_validate(data)
-    except ValidationError as err:
-        raise format_validation_error(err, RecipeConfig, str(path), lines) from None
-    cfg.base_dir = Path(path).resolve().parent
+    cfg = _validated(RecipeConfig, data, path, lines)
     cfg.path = str(path)
     return cfg
