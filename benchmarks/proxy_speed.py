@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 
 
 class _ListDataset(torch.utils.data.Dataset):
@@ -100,13 +99,10 @@ def main(argv=None) -> int:
     from autopeft.yamlio import load_yaml
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from collect_table import sample_values
+    from collect_table import TASKS, sample_values
 
     cfg = StudyConfig.model_validate(dict(
-        name="proxy-speed", model="sentence-transformers/all-MiniLM-L6-v2",
-        task=dict(type="classification", metric="accuracy",
-                  data=dict(train=str(SHARED / "SST-2/train.tsv"), validation=str(SHARED / "SST-2/dev.tsv"),
-                            text="sentence", label="label")),
+        name="proxy-speed", model="sentence-transformers/all-MiniLM-L6-v2", task=TASKS["sst2"],
         search_space={}, proxy=dict(train_examples=n_examples, eval_examples=500, epochs=1, max_length=64,
                                     batch_size=32, threads=args.threads), seed=0))
     trainer = ProxyTrainer(cfg)
