@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--full-epochs", type=float, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--shard", default="0/1", help="K/N: this process trains configs i with i %% N == K (N "
+                    "processes sharing one --log; the one that finds every config logged prints the summary)")
     ap.add_argument("--log", type=Path, help="JSON-lines file of finished configs: read (those are skipped), then "
                     "appended to, so a stopped run resumes")
     args = ap.parse_args(argv)
@@ -72,10 +74,11 @@ def main(argv=None) -> int:
                 if all(rec.get(k) == v for k, v in setting.items()):
                     done[rec["index"]] = rec
         start = time.perf_counter()
+        shard, shards = map(int, args.shard.split("/"))
         for i in range(args.configs):
             space = spaces[i % 2]
             config, hparams = space.decode(sample_values(space, rng))  # drawn even when logged: same sequence
-            if i not in done:
+            if i not in done and i % shards == shard:
                 config = normalise_config(config, trainer.info)
                 p = trainer.run(config, {**hparams, "epochs": args.proxy_epochs}, seed=0)
                 f = trainer.run(config, {**hparams, "epochs": args.full_epochs}, seed=0,
@@ -88,10 +91,22 @@ def main(argv=None) -> int:
                 if args.log:
                     with args.log.open("a") as fh:
                         fh.write(json.dumps(done[i]) + "\n")
+            if i not in done:
+                continue
             rec = done[i]
             proxy_scores.append(rec["proxy"]), full_scores.append(rec["full"]), params.append(rec["params"])
             print(f"{task} {i + 1}/{args.configs}: params {rec['params']:>8} proxy {rec['proxy']:.3f} "
                   f"({rec['proxy_s']:.0f}s) full {rec['full']:.3f} ({rec['full_s']:.0f}s)", flush=True)
+        if args.log and len(proxy_scores) < args.configs:  # other shards still at work: reread what they logged
+            for line in args.log.read_text().splitlines():
+                rec = json.loads(line)
+                if all(rec.get(k) == v for k, v in setting.items()) and rec["index"] not in done:
+                    done[rec["index"]] = rec
+            recs = [done[i] for i in sorted(done)]
+            proxy_scores, full_scores, params = ([r[k] for r in recs] for k in ("proxy", "full", "params"))
+        if len(proxy_scores) < args.configs:
+            print(f"{task}: {len(proxy_scores)}/{args.configs} configs logged; the other shards have the rest")
+            continue
         tau = float(kendalltau(proxy_scores, full_scores).statistic)
         front_p = pareto_mask(np.c_[proxy_scores, params], ["maximize", "minimize"])
         front_f = pareto_mask(np.c_[full_scores, params], ["maximize", "minimize"])
