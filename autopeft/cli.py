@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Callable, NoReturn, Sequence
 
-from .errors import AutoPEFTError
+from .errors import AutoPEFTError, Terminated, keep_lost_interrupts, raise_terminated
 
 logger = logging.getLogger("autopeft")
 
@@ -94,17 +94,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous_sigterm = None
     if args.command in ("run", "worker") and threading.current_thread() is threading.main_thread():
         # a scheduler's SIGTERM (preemption, `kill`) stops a study like Ctrl-C: the running trial is marked
-        previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated)
+        keep_lost_interrupts()
     try:
         return COMMANDS[args.command](args)
     except AutoPEFTError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         command = args.command if args.command in ("run", "worker") else "run"
-        print(f"\ninterrupted — run 'autopeft {command} {getattr(args, 'study', 'STUDY')}' again to resume; "
-              "finished trials are kept and the interrupted one runs again", file=sys.stderr)
-        return 130
+        terminated = isinstance(exc, Terminated)
+        print(f"\n{'terminated' if terminated else 'interrupted'} — run 'autopeft {command} "
+              f"{getattr(args, 'study', 'STUDY')}' again to resume; finished trials are kept and the interrupted "
+              "one runs again", file=sys.stderr)
+        return 143 if terminated else 130  # 128 + the signal's number, as a shell reports it
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)

@@ -1,6 +1,11 @@
 """Errors that reach the user as one line (exit code 2) instead of a traceback."""
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+
 
 class AutoPEFTError(Exception):
     """A problem with the user's input: ``problem`` says what is wrong, ``fix`` what to do.
@@ -39,3 +44,35 @@ class StorageError(AutoPEFTError):
 
 class TrialFailed(Exception):
     """A single trial failed (NaN loss, OOM, ...); the study records the reason and goes on."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, ``kill``): stops a study like Ctrl-C (the running trial is marked and
+    runs again on resume), but the CLI exits 143 (128 + 15) instead of Ctrl-C's 130."""
+
+
+def raise_terminated(signum, frame):
+    """SIGTERM handler of ``run`` and ``worker`` processes."""
+    raise Terminated
+
+
+def keep_lost_interrupts() -> None:
+    """Make a Ctrl-C or SIGTERM that lands in a garbage-collector callback or a destructor stop the process anyway.
+
+    Python cannot raise out of those: it prints "Exception ignored in ..." with a traceback and goes on as if the
+    signal never came. This sends the signal again, to be raised where the program can act on it.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "keeps_lost_interrupts", False):
+        return
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            sig = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+            # from a thread, a moment later: a signal raised here would run its handler inside this hook
+            threading.Timer(0.05, os.kill, (os.getpid(), sig)).start()
+            return
+        previous(unraisable)
+
+    hook.keeps_lost_interrupts = True
+    sys.unraisablehook = hook

@@ -1,6 +1,7 @@
 """A study: the YAML, its search space and objectives, an Optuna study in a storage, and the proxy runs."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -27,7 +28,8 @@ from .pareto import pareto_mask
 from .rungs import promote
 from .space import SearchSpace
 from .storage import default_storage, mask_url, open_storage, storage_exists
-from .workers import (POLL_S, StaleTrials, counted_trials, duplicate_of, is_surplus, mark_interrupted,
+from .workers import (POLL_S, StaleTrials, counted_trials, duplicate_of, interrupts_deferred, is_surplus,
+                      mark_interrupted,
                       mark_uncounted, progress, replaced_numbers, run_local_workers, trial_kind)
 from .yamlio import load_yaml
 
@@ -234,11 +236,15 @@ class Study:
                 time.sleep(POLL_S)
                 continue
             waiting = False
-            with warnings.catch_warnings():  # heartbeats are run below, around the trial, not by study.optimize
-                warnings.simplefilter("ignore", UserWarning)
-                trial = study.ask()  # parameters are suggested under the heartbeat: the sampler may take a while
-            with get_heartbeat_thread(trial._trial_id, study._storage):  # lets other workers fail it if we die
+            with contextlib.ExitStack() as beating:
+                # a Ctrl-C/SIGTERM while the trial is created waits until it exists and beats, to be marked below
+                with interrupts_deferred() as pending, warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # heartbeats are run here, not by study.optimize
+                    trial = study.ask()  # parameters are suggested under the heartbeat: the sampler may take a while
+                    # lets other workers fail the trial if we die
+                    beating.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
                 try:
+                    pending.deliver()
                     outcome = self._start_trial(study, trial, target, worker,
                                                 duplicate_ok=duplicate_streak >= MAX_DUPLICATE_STREAK)
                 except KeyboardInterrupt:

@@ -166,15 +166,56 @@ def _never_beaten(study: optuna.Study) -> set[int]:
 
 @contextlib.contextmanager
 def sigint_ignored() -> Iterator[None]:
-    """Hold off a second Ctrl-C while a trial is being marked, so it is never left half-written."""
+    """Hold off a second Ctrl-C (or SIGTERM) while a trial is being marked, so it is never left half-written."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Pending:
+    """The first Ctrl-C/SIGTERM that came inside ``interrupts_deferred``; ``deliver()`` acts on it now."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.handler = None
+
+    def deliver(self) -> None:
+        """Run the signal's own handler (Ctrl-C: raise KeyboardInterrupt), if a signal came."""
+        if self.signum is not None:
+            signum, self.signum = self.signum, None
+            self.handler(signum, None)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[_Pending]:
+    """Hold a Ctrl-C or SIGTERM back while a trial is created, so none lands between its creation and the code
+    that marks it; ``deliver()`` on what it yields acts on the signal then (or does nothing)."""
+    pending = _Pending()
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+
+    def hold(signum, frame):
+        pending.signum = pending.signum or signum
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield pending
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending.signum is not None:
+            pending.handler = previous[pending.signum]
+            if not callable(pending.handler):  # SIG_IGN: nothing to do; SIG_DFL (or unknown): as if not held back
+                signum, pending.signum = pending.signum, None
+                if pending.handler != signal.SIG_IGN:
+                    signal.raise_signal(signum)
 
 
 def mark_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
@@ -219,19 +260,15 @@ def run_local_workers(cfg: "StudyConfig", storage: str, target: int, timeout: fl
     for p in procs:
         p.start()
     try:
-        for p in procs:
-            p.join()
+        _join(procs)
     except KeyboardInterrupt:
         # a terminal's Ctrl-C reaches the workers directly; a SIGINT sent to this process alone is passed on
-        deadline = time.monotonic() + INTERRUPT_GRACE_S
-        for p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
+        _join(procs, INTERRUPT_GRACE_S)
         with sigint_ignored():
             for p in procs:
-                if p.is_alive():
+                if _alive(p):
                     os.kill(p.pid, signal.SIGINT)
-            for p in procs:
-                p.join()
+            _join(procs)
         raise
     problems = []
     while not results.empty():
@@ -239,12 +276,38 @@ def run_local_workers(cfg: "StudyConfig", storage: str, target: int, timeout: fl
     if problems:
         kind, problem, fix, where = problems[0]
         raise getattr(errors, kind, errors.AutoPEFTError)(problem, fix, where)
+    if any(p.exitcode == 143 for p in procs):
+        raise errors.Terminated
     if any(p.exitcode == 130 for p in procs):
         raise KeyboardInterrupt
     for p in procs:
         if p.exitcode != 0:
             logger.warning("worker %s exited with code %s; a trial it left running is retried by the next run",
                            p.name, p.exitcode)
+
+
+def _alive(p: multiprocessing.Process) -> bool:
+    """Whether worker ``p`` still runs. Unlike ``p.is_alive()``, right also when the forkserver that reports its
+    exit was killed (a SIGTERM to the whole process group): ``p`` then seems to have exited with code 255 at once."""
+    if p.is_alive():
+        return True
+    if p.exitcode != 255:
+        return False
+    try:
+        with open(f"/proc/{p.pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False  # gone (or no /proc to tell)
+    return state not in ("Z", "X")  # a zombie has exited
+
+
+def _join(procs: list[multiprocessing.Process], timeout: float | None = None) -> None:
+    """Wait for the workers to exit (at most ``timeout`` s), each marking its interrupted trial first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for p in procs:
+        p.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    while any(_alive(p) for p in procs) and (deadline is None or time.monotonic() < deadline):
+        time.sleep(0.1)
 
 
 def _worker_main(cfg: "StudyConfig", storage: str, target: int, timeout: float | None, name: str, threads: int,
@@ -256,11 +319,14 @@ def _worker_main(cfg: "StudyConfig", storage: str, target: int, timeout: float |
     torch.set_num_threads(threads)
     from .study import Study
 
+    signal.signal(signal.SIGTERM, errors.raise_terminated)  # a SIGTERM to the process group marks the trials too
+    errors.keep_lost_interrupts()
     try:
         Study(cfg, storage).optimize(target, timeout, worker=name)
     except errors.AutoPEFTError as err:
         results.put((type(err).__name__, err.problem, err.fix, err.where))
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent may pass the same Ctrl-C on
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as exc:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # the parent may pass the same Ctrl-C on
+        raise SystemExit(143 if isinstance(exc, errors.Terminated) else 130) from None

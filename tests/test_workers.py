@@ -54,6 +54,21 @@ def test_local_workers_stop_on_ctrl_c_and_resume_to_exactly_n(write_study):
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
 
 
+def test_sigterm_to_the_process_group_of_local_workers_marks_every_trial_and_exits_143(write_study):
+    """A scheduler that stops a job sends SIGTERM to all its processes: each worker marks its own trial."""
+    study = slow_study(write_study)
+    url = storage_of(study)
+    cmd = Command(["run", str(study), "--trials", "8", "--workers", "2"])
+    wait_until(lambda: training_trial(url), what="a trial in training")
+    cmd.kill_group(signal.SIGTERM)
+    r = cmd.wait(120)
+    assert r.code == 143, r.err
+    assert "again to resume" in r.err_lines[-1] and "Traceback" not in r.err
+    trials = stored_trials(url)
+    assert not [t for t in trials if t.state.name == "RUNNING"], "every worker marked its trial"
+    assert [t for t in trials if t.user_attrs.get("interrupted")]
+
+
 def test_killed_run_leaves_a_failed_trial_that_is_retried_on_resume(write_study):
     study = slow_study(write_study)
     url = storage_of(study)
@@ -104,17 +119,17 @@ def test_trial_whose_worker_died_before_its_first_heartbeat_is_retried(write_stu
     assert len(counted_trials(trials)) == 3 and not [t for t in trials if t.state.name == "RUNNING"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_marks_the_trial_prints_the_resume_hint_and_exits_130(sig, write_study):
-    """Ctrl-C, or a scheduler's SIGTERM: the running trial is marked and runs again on resume."""
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_marks_the_trial_prints_the_resume_hint_and_exits_128_plus_signal(sig, code, write_study):
+    """Ctrl-C (exit 130), or a scheduler's SIGTERM (exit 143): the running trial is marked, runs again on resume."""
     study = slow_study(write_study)
     url = storage_of(study)
     cmd = Command(["run", str(study), "--trials", "3"])
     victim = wait_until(lambda: training_trial(url), what="a trial in training")
     cmd.send(sig)
     r = cmd.wait()
-    assert r.code == 130, r.err
-    assert f"run 'autopeft run {study}' again to resume" in r.err and "Traceback" not in r.err
+    assert r.code == code, r.err
+    assert f"run 'autopeft run {study}' again to resume" in r.err_lines[-1] and "Traceback" not in r.err
     trials = {t.number: t for t in stored_trials(url)}
     assert trials[victim.number].state.name == "FAIL"
     assert trials[victim.number].user_attrs["fail_reason"].startswith("interrupted")
