@@ -108,6 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{getattr(args, 'study', 'STUDY')}' again to resume; finished trials are kept and the interrupted "
               "one runs again", file=sys.stderr)
         return 143 if terminated else 130  # 128 + the signal's number, as a shell reports it
+    except Exception as exc:
+        from .storage import lost_storage_error, storage_lost
+
+        url = getattr(args, "storage_url", None)  # set by _study once the study is known
+        if url is None or not storage_lost(exc):
+            raise  # a bug: its traceback
+        logger.debug("storage error", exc_info=True)
+        print(f"error: {lost_storage_error(url, exc)}", file=sys.stderr)
+        return 2
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
@@ -116,7 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _study(args):
     from .study import Study
 
-    return Study.from_yaml(args.study, storage=args.storage)
+    study = Study.from_yaml(args.study, storage=args.storage)
+    args.storage_url = study.storage_url  # names the storage if the database is lost while the command runs
+    return study
 
 
 def cmd_run(args) -> int:

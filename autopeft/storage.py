@@ -97,6 +97,28 @@ def open_storage(url: str, create: bool = True, heartbeat: int = HEARTBEAT_S,
                            "check the URL, that the server runs and the credentials") from None
 
 
+def storage_lost(exc: BaseException) -> bool:
+    """True for an error of a database that stopped answering (server stopped, connection cut, SQLite file removed,
+    unreadable or replaced), as opposed to a bug. optuna wraps such errors in a StorageInternalError."""
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        exc = exc.__cause__
+    lost = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError,
+            sqlalchemy.exc.TimeoutError)
+    # a bare DatabaseError is e.g. SQLite's "file is not a database"; its subclasses (IntegrityError, DataError,
+    # ProgrammingError, ...) are bugs and stay tracebacks
+    return isinstance(exc, lost) or type(exc) is sqlalchemy.exc.DatabaseError
+
+
+def lost_storage_error(url: str, exc: BaseException) -> StorageError:
+    """The one-line error for ``exc`` (see storage_lost) on the storage ``url``, password masked."""
+    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ else exc
+    text = str(getattr(cause, "orig", None) or cause).strip()
+    detail = redact(text.splitlines()[0], url)[:200] if text else type(cause).__name__
+    return StorageError(f"lost the storage '{mask_url(url)}' ({detail})",
+                        "check that the database is reachable (server running, file in place and writable), then "
+                        "rerun the same command to resume: finished trials are kept")
+
+
 def _rdb_storage(url: str, server: bool, heartbeat: int, grace: int, attempts: int = 5) -> optuna.storages.RDBStorage:
     kwargs = {"pool_pre_ping": True} if server else {"connect_args": {"timeout": 60}}
     for attempt in range(attempts):

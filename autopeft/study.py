@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
 from . import __version__
@@ -27,10 +26,9 @@ from .optimizers import SamplerContext, check_reference_point, derive_reference_
 from .pareto import pareto_mask
 from .rungs import promote
 from .space import SearchSpace
-from .storage import default_storage, mask_url, open_storage, storage_exists
-from .workers import (POLL_S, StaleTrials, counted_trials, duplicate_of, interrupts_deferred, is_surplus,
-                      mark_interrupted,
-                      mark_uncounted, progress, replaced_numbers, run_local_workers, trial_kind)
+from .storage import default_storage, mask_url, open_storage, storage_exists, storage_lost
+from .workers import (POLL_S, StaleTrials, counted_trials, duplicate_of, heartbeat, interrupts_deferred, is_surplus,
+                      mark_interrupted, mark_uncounted, progress, replaced_numbers, run_local_workers, trial_kind)
 from .yamlio import load_yaml
 
 logger = logging.getLogger(__name__)
@@ -242,7 +240,7 @@ class Study:
                     warnings.simplefilter("ignore", UserWarning)  # heartbeats are run here, not by study.optimize
                     trial = study.ask()  # parameters are suggested under the heartbeat: the sampler may take a while
                     # lets other workers fail the trial if we die
-                    beating.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+                    beating.enter_context(heartbeat(study, trial._trial_id))
                 try:
                     pending.deliver()
                     outcome = self._start_trial(study, trial, target, worker,
@@ -320,6 +318,8 @@ class Study:
         except AutoPEFTError:
             raise
         except Exception as exc:  # a bug or a library error in one trial must not end the study
+            if storage_lost(exc):  # ... but a lost database does (at a rung): the trial is not at fault
+                raise
             logger.debug("trial %d raised", trial.number, exc_info=True)  # the reason is logged by _fail
             return self._fail(study, trial, f"{type(exc).__name__}: {exc}")
         measured = result.to_dict()
@@ -508,7 +508,7 @@ class Study:
             with warnings.catch_warnings():  # the heartbeat is run around the trial below, not by study.optimize
                 warnings.simplefilter("ignore", UserWarning)
                 trial = study.ask()
-            with get_heartbeat_thread(trial._trial_id, study._storage):
+            with heartbeat(study, trial._trial_id):
                 trial.set_user_attr("reference", ref.name)
                 time.sleep(settle)
                 first = min(_reference_claims(study, ref.name), default=trial.number)

@@ -27,6 +27,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from . import errors
+from .storage import lost_storage_error, storage_lost
 
 if TYPE_CHECKING:
     from .config import StudyConfig
@@ -162,6 +163,38 @@ def _never_beaten(study: optuna.Study) -> set[int]:
                         models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
                 .all())
     return {r[0] for r in rows}
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
+    """Beat for trial ``trial_id`` every ``heartbeat`` s while the block runs (other workers fail the trial if we
+    die). Like optuna's heartbeat thread, but a storage that stops answering neither ends the beats nor prints a
+    thread's traceback: it beats again when the database is back, and the trial itself reports the lost storage."""
+    storage = study._storage
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as exc:
+                if not storage_lost(exc):
+                    raise
+                logger.debug("heartbeat of trial id %d not recorded: %s", trial_id, type(exc).__name__)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextlib.contextmanager
@@ -324,6 +357,13 @@ def _worker_main(cfg: "StudyConfig", storage: str, target: int, timeout: float |
     try:
         Study(cfg, storage).optimize(target, timeout, worker=name)
     except errors.AutoPEFTError as err:
+        results.put((type(err).__name__, err.problem, err.fix, err.where))
+        raise SystemExit(2) from None
+    except Exception as exc:
+        if not storage_lost(exc):
+            raise  # a bug: its traceback
+        logger.debug("storage error", exc_info=True)
+        err = lost_storage_error(storage, exc)
         results.put((type(err).__name__, err.problem, err.fix, err.where))
         raise SystemExit(2) from None
     except KeyboardInterrupt as exc:

@@ -1,6 +1,7 @@
 """Workers, crashes and interrupts on SQLite: exact trial counts, heartbeats and retries, Ctrl-C, failed trials."""
 from __future__ import annotations
 
+import shutil
 import signal
 
 import optuna
@@ -142,6 +143,31 @@ def test_ctrl_c_or_sigterm_marks_the_trial_prints_the_resume_hint_and_exits_128_
     assert len(counted_trials(trials)) == 3
 
 
+@pytest.mark.parametrize("how,workers", [("folder removed", 1), ("file replaced", 1), ("folder removed", 2)],
+                         ids=["folder removed", "file replaced", "folder removed, 2 workers"])
+def test_storage_lost_mid_run_ends_in_one_line_and_exit_2(how, workers, write_study, tmp_path):
+    """The SQLite file vanishes (or turns into something else) while the study runs: one line naming the storage
+    and what to do, exit code 2, no traceback from the main thread or the heartbeat thread."""
+    folder = tmp_path / "db"
+    study = slow_study(write_study, storage=f"sqlite:///{folder}/tiny.db")
+    text = study.read_text().replace(f"storage: sqlite:///{tmp_path}/tiny.db\n", "")
+    study.write_text(text)
+    url = storage_of(study)
+    assert url == f"sqlite:///{folder}/tiny.db"
+    cmd = Command(["run", str(study), "--trials", "50", "--workers", str(workers)])
+    wait_until(lambda: training_trial(url), what="a trial in training")
+    shutil.rmtree(folder)
+    if how == "file replaced":
+        folder.mkdir()
+        (folder / "tiny.db").write_bytes(b"not a database" * 1000)
+    r = cmd.wait(300)
+    assert r.code == 2, r.err
+    assert "Traceback" not in r.err and "Exception in thread" not in r.err, r.err
+    errors = [line for line in r.err_lines if line.startswith("error:")]
+    assert errors == r.err_lines[-1:], r.err
+    assert f"storage '{url}'" in errors[0] and "rerun" in errors[0], errors[0]
+
+
 def progress_of(url: str):
     return progress(optuna.load_study(study_name="tiny", storage=url))
 
@@ -230,3 +256,23 @@ def test_redact_removes_the_password_from_any_text():
     url = "postgresql://bob:p%40ss@db/s"
     text = 'connection to db failed: password "p@ss" rejected for postgresql://bob:p%40ss@db/s'
     assert "p@ss" not in redact(text, url) and "p%40ss" not in redact(text, url)
+
+
+def test_storage_lost_tells_a_lost_database_from_a_bug():
+    import sqlalchemy.exc
+
+    from autopeft.storage import lost_storage_error, storage_lost
+
+    def wrapped(cause):  # as optuna raises them from a failed commit
+        try:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from cause
+        except optuna.exceptions.StorageInternalError as exc:
+            return exc
+
+    gone = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+    bug = sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
+    assert storage_lost(gone) and storage_lost(wrapped(gone))
+    assert not storage_lost(bug) and not storage_lost(wrapped(bug)) and not storage_lost(ValueError("x"))
+    err = str(lost_storage_error("postgresql://bob:secret@db/s", wrapped(gone)))
+    assert "secret" not in err and "postgresql://bob:***@db/s" in err and "server closed the connection" in err
+    assert "\n" not in err and "rerun the same command" in err
