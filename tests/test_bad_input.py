@@ -90,6 +90,10 @@ CASES = [
     # without HF_HUB_OFFLINE=1 huggingface_hub first retries the unreachable hub for ~45 s, logging each attempt
     Case("hub id not available offline", ("model: ", "model: nobody/no-such-model-xyz #"), "no-such-model-xyz",
          env={"HF_HUB_OFFLINE": "1"}, fresh=True),
+    # online, but the hub is unreachable: one quick look at it, not huggingface_hub's retries (fresh: HF_ENDPOINT is
+    # read when huggingface_hub is imported)
+    Case("hub unreachable", ("model: ", "model: someone/nonexistent-model #"), "hub http://127.0.0.1:9 is unreachable",
+         args=["validate", GOOD], env={"HF_HUB_OFFLINE": None, "HF_ENDPOINT": "http://127.0.0.1:9"}, fresh=True),
     # ---- storage
     Case("unreachable server, password in the URL",
          ("storage: sqlite:///", "storage: postgresql://user:secret@127.0.0.1:1/db #"), "cannot open storage"),
