@@ -127,10 +127,12 @@ def _rdb_storage(url: str, server: bool, heartbeat: int, grace: int, attempts: i
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
                                                   grace_period=grace)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as exc:
             # workers that start together on a fresh database all create optuna's tables; all but one collide
-            # (duplicate pg_type / relation) and find the tables there on the next try
-            if attempt == attempts - 1:
+            # (duplicate pg_type / relation; SQLite: "table ... already exists") and find the tables there on the
+            # next try. Any other OperationalError is a database that is not there: no retry.
+            collided = not isinstance(exc, sqlalchemy.exc.OperationalError) or "already exists" in str(exc)
+            if not collided or attempt == attempts - 1:
                 raise
             time.sleep(random.uniform(0.2, 1.0))
     raise AssertionError("unreachable")
