@@ -94,7 +94,7 @@ def main(argv=None) -> int:
 
     from autopeft.adapters import normalise_config
     from autopeft.config import StudyConfig
-    from autopeft.proxy import ProxyTrainer
+    from autopeft.proxy import ProxyTrainer, resolve_precision
     from autopeft.space import SearchSpace
     from autopeft.yamlio import load_yaml
 
@@ -134,8 +134,9 @@ def main(argv=None) -> int:
     summary = {"naive_s": naive_s, "autopeft_s": ours_s, "ratio_median": statistics.median(ratios),
                "naive_score": naive_score, "autopeft_score": ours_score,
                "score_mean_naive": float(np.mean(naive_score)), "score_mean_autopeft": float(np.mean(ours_score)),
-               "configs": n_configs, "train_examples": n_examples, "threads": args.threads}
-    print(f"median ratio naive/autopeft: {summary['ratio_median']:.2f}  (mean accuracy naive "
+               "configs": n_configs, "train_examples": n_examples, "threads": args.threads,
+               "autopeft_precision": str(resolve_precision(cfg.proxy.precision, trainer.device) or "fp32")}
+    print(f"median ratio naive/autopeft ({summary['autopeft_precision']}): {summary['ratio_median']:.2f}  (mean accuracy naive "
           f"{summary['score_mean_naive']:.3f}, autopeft {summary['score_mean_autopeft']:.3f})")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

@@ -127,3 +127,24 @@ def test_token_cache_round_trip(write_study, tmp_path, monkeypatch):
     third = _trainer(write_study)
     assert len(third.validation) == len(first.validation) + 1
     assert len(list((tmp_path / "cache" / "tokens").glob("*.pt"))) == 3
+
+
+def test_precision_resolution():
+    from autopeft.proxy import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", cpu) is (torch.bfloat16 if native else None)
+
+
+def test_bf16_trains_and_memory_objective_stays_fp32(write_study):
+    """bf16 autocast changes the matmuls, not what is trained or counted: same params, same measured memory
+    (the profiled step is fp32), finite loss, and weights stay fp32."""
+    config = PEFTConfig.from_dict({"serial": {"size": 4, "layers": [0, 1]}, "lora": {"size": 2, "layers": [1]}})
+    fp32 = _trainer(write_study, precision="fp32").fit(config)
+    bf16_model, bf16 = _trainer(write_study, precision="bf16").fit(config)
+    assert bf16.params == fp32[1].params and bf16.memory == fp32[1].memory
+    assert torch.isfinite(torch.tensor(bf16.train_loss)) and 0.0 <= bf16.score <= 1.0
+    assert all(p.dtype == torch.float32 for p in bf16_model.parameters())
