@@ -511,7 +511,7 @@ class Study:
             with heartbeat(study, trial._trial_id):
                 trial.set_user_attr("reference", ref.name)
                 time.sleep(settle)
-                first = min(_reference_claims(study, ref.name), default=trial.number)
+                first = min(_reference_claims(study).get(ref.name, []), default=trial.number)
                 if first != trial.number:  # another worker claimed it a moment earlier
                     trial.set_user_attr("withdrawn", f"trial {first} runs this reference")
                     study.tell(trial, state=TrialState.PRUNED)
@@ -649,8 +649,8 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _reference_claims(study: optuna.Study, name: str | None = None) -> set[str] | list[int]:
-    """Reference names that are done or being trained; with ``name``, the numbers of the trials claiming it.
+def _reference_claims(study: optuna.Study) -> dict[str, list[int]]:
+    """Reference name -> numbers of the trials that have it done or are training it.
 
     Done means completed, or failed for a reason of its own (a NaN loss would fail again); a reference whose
     worker was lost is free to be trained again.
@@ -661,4 +661,4 @@ def _reference_claims(study: optuna.Study, name: str | None = None) -> set[str] 
         lost = t.state == TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith("worker lost")
         if ref and (t.state in (TrialState.COMPLETE, TrialState.RUNNING) or t.state == TrialState.FAIL and not lost):
             claims.setdefault(ref, []).append(t.number)
-    return claims.get(name, []) if name is not None else set(claims)
+    return claims
