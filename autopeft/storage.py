@@ -111,9 +111,12 @@ def storage_lost(exc: BaseException) -> bool:
 
 def lost_storage_error(url: str, exc: BaseException) -> StorageError:
     """The one-line error for ``exc`` (see storage_lost) on the storage ``url``, password masked."""
-    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ else exc
-    text = str(getattr(cause, "orig", None) or cause).strip()
-    detail = redact(text.splitlines()[0], url)[:200] if text else type(cause).__name__
+    if isinstance(exc, StorageError):  # raised by open_storage: its problem already names the URL, masked
+        detail = exc.problem
+    else:
+        cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ else exc
+        text = str(getattr(cause, "orig", None) or cause).strip()
+        detail = redact(text.splitlines()[0], url)[:200] if text else type(cause).__name__
     return StorageError(f"lost the storage '{mask_url(url)}' ({detail})",
                         "check that the database is reachable (server running, file in place and writable), then "
                         "rerun the same command to resume: finished trials are kept")

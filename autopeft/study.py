@@ -26,7 +26,7 @@ from .optimizers import SamplerContext, check_reference_point, derive_reference_
 from .pareto import pareto_mask
 from .rungs import promote
 from .space import SearchSpace
-from .storage import default_storage, mask_url, open_storage, storage_exists, storage_lost
+from .storage import default_storage, lost_storage_error, mask_url, open_storage, storage_exists, storage_lost
 from .workers import (POLL_S, StaleTrials, counted_trials, duplicate_of, heartbeat, interrupts_deferred, is_surplus,
                       mark_interrupted, mark_uncounted, progress, replaced_numbers, run_local_workers, trial_kind)
 from .yamlio import load_yaml
@@ -96,8 +96,12 @@ class StatusReport:
 class Study:
     """Python API behind the CLI: ``Study.from_yaml(path).optimize()``, ``.pareto_front()``, ``.export()``."""
 
-    def __init__(self, cfg: StudyConfig, storage: str | None = None):
+    def __init__(self, cfg: StudyConfig, storage: str | None = None, joined: bool = False):
+        """``joined``: this process is a worker spawned after the storage was made; it never creates the storage
+        again (a vanished SQLite file must not be replaced by an empty one) and any failure to open it is a lost
+        storage."""
         self.cfg = cfg
+        self.joined = joined
         self.storage_url = storage or default_storage(cfg.storage, cfg.name)
         self.objectives: list[Objective] = load_objectives(cfg.objectives, cfg.resolve)
         self._space_spec = self._load_space_spec()
@@ -148,8 +152,17 @@ class Study:
                                 trainer.task.num_labels, [o.name for o in self.objectives])
 
     # ------------------------------------------------------------------ storage
+    def _open_storage(self) -> optuna.storages.RDBStorage:
+        try:
+            return open_storage(self.storage_url, create=not self.joined, heartbeat=self.cfg.recovery.heartbeat,
+                                grace=self.cfg.recovery.grace)
+        except StorageError as err:
+            if not self.joined:
+                raise
+            raise lost_storage_error(self.storage_url, err) from None
+
     def _create_or_load(self) -> optuna.Study:
-        storage = open_storage(self.storage_url, heartbeat=self.cfg.recovery.heartbeat, grace=self.cfg.recovery.grace)
+        storage = self._open_storage()
         directions = [o.direction for o in self.objectives]
         study = optuna.create_study(storage=storage, study_name=self.cfg.name, directions=directions,
                                     load_if_exists=True)
@@ -495,7 +508,7 @@ class Study:
         from .adapters import PEFTConfig
         from .references import REFERENCES, reference_config
 
-        storage = open_storage(self.storage_url, heartbeat=self.cfg.recovery.heartbeat, grace=self.cfg.recovery.grace)
+        storage = self._open_storage()
         study = optuna.create_study(storage=storage, study_name=self.references_name,
                                     directions=[o.direction for o in self.objectives], load_if_exists=True)
         stale = StaleTrials(self.cfg.recovery.grace, retries=0)

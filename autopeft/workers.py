@@ -355,7 +355,7 @@ def _worker_main(cfg: "StudyConfig", storage: str, target: int, timeout: float |
     signal.signal(signal.SIGTERM, errors.raise_terminated)  # a SIGTERM to the process group marks the trials too
     errors.keep_lost_interrupts()
     try:
-        Study(cfg, storage).optimize(target, timeout, worker=name)
+        Study(cfg, storage, joined=True).optimize(target, timeout, worker=name)
     except errors.AutoPEFTError as err:
         results.put((type(err).__name__, err.problem, err.fix, err.where))
         raise SystemExit(2) from None

@@ -172,6 +172,24 @@ def progress_of(url: str):
     return progress(optuna.load_study(study_name="tiny", storage=url))
 
 
+def test_a_worker_that_starts_after_the_storage_vanished_reports_it_lost_and_recreates_nothing(write_study, tmp_path):
+    """A local worker starts (forkserver, imports) after the parent made the storage; if the SQLite folder is gone by
+    then it must not make a fresh empty database (its trials would land beside the real ones) but say the storage
+    was lost, as the workers already running do."""
+    from autopeft.errors import StorageError
+    from autopeft.study import Study
+
+    folder = tmp_path / "db"
+    url = f"sqlite:///{folder}/tiny.db"
+    Study.from_yaml(write_study(), url)._create_or_load()
+    shutil.rmtree(folder)
+    worker = Study(Study.from_yaml(write_study(), url).cfg, url, joined=True)
+    with pytest.raises(StorageError) as err:
+        worker._create_or_load()
+    assert f"lost the storage '{url}'" in str(err.value) and "rerun" in str(err.value)
+    assert not folder.exists()
+
+
 def test_racing_workers_give_up_the_surplus_trial(tmp_path):
     """Two workers see 1 trial missing and both ask: the later one gives its trial up, so the count stays exact."""
     url = f"sqlite:///{tmp_path}/race.db"
