@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from typing import Callable
 
 import torch
 
 logger = logging.getLogger(__name__)
+
+#: torch's profiler is process-global: two at once (threads sharing a process, e.g. Python-API workers) can
+#: crash the process in its teardown
+_PROFILER_LOCK = threading.Lock()
 
 
 def measure_step_memory(step: Callable[[], None], device: torch.device) -> dict[str, int]:
@@ -25,7 +30,7 @@ def measure_step_memory(step: Callable[[], None], device: torch.device) -> dict[
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import _CATEGORY_TO_INDEX, MemoryProfileTimeline
 
-    with warnings.catch_warnings():
+    with _PROFILER_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
                      with_stack=True) as prof:

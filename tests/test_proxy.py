@@ -148,3 +148,35 @@ def test_bf16_trains_and_memory_objective_stays_fp32(write_study):
     assert bf16.params == fp32[1].params and bf16.memory == fp32[1].memory
     assert torch.isfinite(torch.tensor(bf16.train_loss)) and 0.0 <= bf16.score <= 1.0
     assert all(p.dtype == torch.float32 for p in bf16_model.parameters())
+
+
+def test_memory_measurements_from_two_threads_do_not_crash_the_process():
+    """torch's profiler is process-global: two threads measuring at once (e.g. two Study objects run from Python
+    threads) segfaulted in its teardown. Run in a subprocess, since the failure kills the interpreter."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import sys, threading, torch
+        sys.path.insert(0, sys.argv[1])
+        from conftest import make_tiny_model
+        from autopeft.memory import measure_step_memory
+        torch.set_num_threads(1)
+        peaks = []
+        def work():
+            model = make_tiny_model()
+            x = torch.randint(0, 100, (8, 16))
+            for _ in range(15):
+                peaks.append(measure_step_memory(
+                    lambda: model(input_ids=x, labels=torch.zeros(8, dtype=torch.long)).loss.backward(),
+                    torch.device("cpu"))["peak"])
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert len(peaks) == 30 and min(peaks) > 0, peaks
+    """)
+    r = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
