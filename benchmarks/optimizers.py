@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in args.runs.read_text().splitlines():
             r = json.loads(line)
             # a PEFT run counts only on the table it ran on (the surrogate changes as the table grows)
-            same_table = not r["problem"].startswith("peft-") or r.get("table_rows") == table_rows
+            same_table = not r["problem"].startswith("peft-") or (
+                r.get("table_rows") == table_rows and r.get("surrogate", 1) == peft_table.SURROGATE_VERSION)
             if (r["backend"], r["problem"], r["seed"]) in wanted and len(r["hv"]) == args.trials and same_table:
                 results.append(r)
         done = {(r["backend"], r["problem"], r["seed"]) for r in results}
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     def record(r: dict[str, Any]) -> None:
         if r["problem"].startswith("peft-"):
             r["table_rows"] = table_rows
+            r["surrogate"] = peft_table.SURROGATE_VERSION
         results.append(r)
         logging.info("%s / %s / seed %d: HV@%d %.4f", r["backend"], r["problem"], r["seed"], args.trials, r["hv"][-1])
         if args.runs:

@@ -210,3 +210,33 @@ def test_each_backend_runs_a_short_study(name, write_study):
     trials = study.load().trials
     assert len([t for t in trials if t.state.name in ("COMPLETE", "FAIL")]) == 3
     assert front and all(set(r.values) == {"score", "params", "memory"} for r in front)
+
+
+def test_size_aware_prior_extrapolates_the_score_along_size():
+    """The score rose with size over the configs seen; a config far smaller than any of them is predicted from
+    that trend with the linear prior mean (the default), while a constant mean falls back towards the average."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    enc = SpaceEncoder(SPACE)
+    seen = []
+    while len(seen) < 12:
+        v = enc.sample(rng)
+        if params_of(v) >= 100 and enc.key(v) not in {enc.key(s) for s in seen}:
+            seen.append(v)
+    tiny = {"a.size": 2, "b.size": 0, "b.kind": "y", "depth": 1, "hp.lr": 3e-3}  # 6 params
+
+    def predicted(mean: str) -> tuple[float, float]:
+        sampler = make_sampler("mobo", context(mean=mean))
+        X = sampler._inputs(seen)
+        Y = torch.tensor([[0.4 + 0.1 * math.log(params_of(v))] for v in seen], dtype=torch.double)
+        model = sampler._fit(X, Y)
+        with torch.no_grad():
+            return float(model.posterior(sampler._inputs([tiny])).mean), float(Y.mean())
+
+    truth = 0.4 + 0.1 * math.log(params_of(tiny))  # 0.58; the seen scores are 0.86 and up
+    (linear, average), (constant, _) = predicted("linear"), predicted("constant")
+    assert abs(linear - truth) < 0.05, linear
+    assert constant > 0.8, (constant, average)  # the constant mean reverts towards the seen average
+    with pytest.raises(ConfigError, match="bad option for optimizer 'mobo'"):
+        make_sampler("mobo", context(mean="quadratic"))

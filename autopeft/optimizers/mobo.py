@@ -7,6 +7,10 @@ What it does differently from a general-purpose BO sampler:
   acquisition as exact values, and a measured objective with a known estimate (``memory``) is
   modelled as that estimate times a learned correction. The acquisition therefore knows, without a
   single run, that a rank-2 LoRA is smaller than a rank-16 one.
+* **Size-aware prior.** The known objectives are also GP inputs, and the GP's prior mean has a fitted
+  slope on them: an unseen configuration is predicted from its size first (a one-layer rank-2 module near
+  the small ones already seen at chance, not at the average score), which keeps the search from spending
+  trials on one tiny configuration after another.
 * **Hard budgets cost no runs.** Candidates are checked with ``ctx.feasible`` before they are scored.
 * **Conditional space.** Parameters of a module that is off are encoded as a constant
   (:mod:`.encoding`), so the GP sees identical models as one point instead of noise.
@@ -79,12 +83,15 @@ class MOBOSampler(ContextSampler):
     tends to follow), ``refit_every`` (5: past 30 observations, GP hyperparameters are re-estimated
     every 5th; in between the GP keeps them and only conditions on the new data), ``max_fit_iter``,
     ``front`` (``observed``: the screening partitions the space by the observed front; ``mean``: by the
-    posterior mean at the observed points), ``screen_samples`` (8, QMC samples of the screening).
+    posterior mean at the observed points), ``screen_samples`` (8, QMC samples of the screening), ``mean``
+    (``linear``: the GP's prior mean is a constant plus a slope on the known columns, fitted with the other
+    hyperparameters, so an unseen configuration is predicted from its size first instead of reverting to the
+    average score; ``constant``: the usual constant mean).
     """
 
     def __init__(self, ctx: SamplerContext, candidates: int = 256, mc_samples: int = 32, local_rounds: int = 2,
                  known_features: bool = True, max_fit_iter: int = 100, acquisition: str = "ehvi",
-                 refit_every: int = 5, front: str = "observed", screen_samples: int = 8):
+                 refit_every: int = 5, front: str = "observed", screen_samples: int = 8, mean: str = "linear"):
         if ctx.space is None:
             raise ValueError("mobo needs the study's search space")
         if candidates < 16 or mc_samples < 8 or local_rounds < 0 or max_fit_iter < 10 or refit_every < 1:
@@ -96,6 +103,9 @@ class MOBOSampler(ContextSampler):
         if front not in ("observed", "mean"):
             raise ValueError(f"front {front!r} is not 'observed' or 'mean'")
         self._front = front
+        if mean not in ("constant", "linear"):
+            raise ValueError(f"mean {mean!r} is not 'constant' or 'linear'")
+        self._mean = mean
         self._screen_samples = int(screen_samples)
         self._refit_every = int(refit_every)
         super().__init__(ctx)
@@ -280,7 +290,22 @@ class MOBOSampler(ContextSampler):
                 d=len(cols), bounds=torch.stack([lo, hi])))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. constant scores early on: the fit copes, the warning is noise
-            model = SingleTaskGP(X, Y, outcome_transform=Standardize(m=Y.shape[-1]), input_transform=transform)
+            mean = None
+            if self._mean == "linear" and len(cols) > self._enc.num_features:
+                from gpytorch.means import LinearMean
+
+                class KnownLinearMean(LinearMean):
+                    """Constant + slope on the known columns (last in the model's input)."""
+
+                    def forward(self, x: torch.Tensor) -> torch.Tensor:
+                        return super().forward(x[..., -n_known:])
+
+                n_known = len(cols) - self._enc.num_features
+                mean = KnownLinearMean(n_known, batch_shape=torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1
+                                       else torch.Size())
+                torch.nn.init.zeros_(mean.weights)  # no slope until the data show one (and no random init)
+            model = SingleTaskGP(X, Y, outcome_transform=Standardize(m=Y.shape[-1]), input_transform=transform,
+                                 mean_module=mean)
             mll = ExactMarginalLogLikelihood(model.likelihood, model)
             warm = self._warm is not None
             if warm:
@@ -293,7 +318,8 @@ class MOBOSampler(ContextSampler):
                 fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": self._max_fit_iter}})
             model.eval()
         self._warm = {k: v.detach().clone() for k, v in model.state_dict().items()
-                      if "raw_" in k and "input_transform" not in k and "outcome_transform" not in k}
+                      if ("raw_" in k or k.startswith("mean_module.")) and "input_transform" not in k
+                      and "outcome_transform" not in k}
         return model
 
     def _bayesian(self, rng: np.random.Generator, complete: list[FrozenTrial], pending: list[FrozenTrial],

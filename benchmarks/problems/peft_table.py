@@ -80,7 +80,9 @@ def config_features(config: Mapping[str, Any], hparams: Mapping[str, Any], param
         value = "+".join(map(str, value)) if isinstance(value, list) else value
         feats += [1.0 if value == s else 0.0 for s in seen]
     lr = hparams.get("learning_rate")
-    feats.append(math.log10(lr) if lr else -3.0)
+    # without adapters the proxy trains only the head, at its own rate: the searched rate must not move the
+    # prediction (it did, and backends "won" by re-sampling the head-only config at lucky rates)
+    feats.append(math.log10(lr) if lr and any(config.values()) else -3.0)
     feats.append(math.log1p(params))
     return np.asarray(feats)
 
@@ -185,6 +187,10 @@ class TableProblem:
         memory = known["memory_estimate"] * math.exp(float(self.memory_correction.predict(x)[0]))
         return {"score": float(self.score[fidelity].predict(x)[0]), "params": known["params"], "memory": memory}
 
+
+#: bumped whenever the surrogate's features change: league runs made on another version are not compared
+#: (2: the learning rate is ignored for configurations without adapters, as the proxy ignores it)
+SURROGATE_VERSION = 2
 
 #: use only the first N successful rows (the table grows while it is collected; comparisons need a fixed one)
 ROW_LIMIT: int | None = None
