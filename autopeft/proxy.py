@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .activation_cache import ActivationCache, cached_batches, start_at_layer
-from .adapters import PEFTConfig, apply_adapters, get_adapter_kind
+from .adapters import PEFTConfig, apply_adapters_by_kind, get_adapter_kind
 from .config import ProxyConfig, StudyConfig
 from .data import EncodedSplit, TaskData, build_task_data, encode_cached, iter_batches
 from .errors import TrialFailed
@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 #: a run whose loss (mean of the last 3 steps) grows past this multiple of its first step's has diverged
 DIVERGENCE_FACTOR = 10.0
+
+#: rate of full fine-tuning when neither the proxy nor the trial sets one (the usual BERT-family rate)
+FULL_FINETUNE_LR = 5e-5
 
 DEFAULT_METRIC = {"classification": "accuracy", "regression": "pearson"}
 
@@ -126,10 +129,14 @@ class ProxyTrainer:
         """The proxy block with the trial's hyperparameters applied."""
         return self.cfg.proxy.model_copy(update=dict(hparams or {}))
 
-    def default_learning_rate(self, config: PEFTConfig) -> float:
-        """The smallest default of the active kinds (a safe rate for the most sensitive module)."""
-        rates = [get_adapter_kind(k).default_lr for k in config.modules]
-        return min(rates) if rates else 1e-3
+    def learning_rates(self, config: PEFTConfig, proxy: ProxyConfig | None = None) -> dict[str, float]:
+        """The rate each active adapter kind trains at: the proxy's (or the trial's) when set, else the kind's default.
+
+        Per-kind defaults rather than one shared rate: a prefix needs ~5x an adapter's rate, and taking the
+        smallest for all (the old rule) left prefixes in mixed configs untrained in a short proxy.
+        """
+        rate = (proxy or self.cfg.proxy).learning_rate
+        return {k: rate or get_adapter_kind(k).default_lr for k in config.modules}
 
     def estimate_memory(self, config: PEFTConfig, params: int, proxy: ProxyConfig | None = None) -> int:
         proxy = proxy or self.cfg.proxy
@@ -166,15 +173,18 @@ class ProxyTrainer:
         seed = self.cfg.seed if seed is None else seed
         torch.manual_seed(seed)
         model = copy.deepcopy(self.model)
-        adapter_params = apply_adapters(model, config)
+        by_kind = apply_adapters_by_kind(model, config)
+        rates = self.learning_rates(config, proxy)
+        groups = [{"params": params, "lr": rates[kind]} for kind, params in by_kind.items()]
         if full_finetune:
             head = {id(p) for n in self.info.arch.head for p in model.get_submodule(n).parameters()}
-            adapter_params = [p.requires_grad_(True) for p in model.parameters() if id(p) not in head]
-        n_params = sum(p.numel() for p in adapter_params)
+            groups = [{"params": [p.requires_grad_(True) for p in model.parameters() if id(p) not in head],
+                       "lr": proxy.learning_rate or FULL_FINETUNE_LR}]
+        adapter_ids = {id(p) for g in groups for p in g["params"]}
+        n_params = sum(p.numel() for g in groups for p in g["params"])
         model.to(self.device)
-        head_params = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in adapter_params)]
-        lr = proxy.learning_rate or self.default_learning_rate(config)
-        groups = [{"params": adapter_params, "lr": lr}, {"params": head_params, "lr": proxy.head_learning_rate}]
+        head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
+        groups.append({"params": head_params, "lr": proxy.head_learning_rate})
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=proxy.weight_decay)
         n_examples = min(train_examples or proxy.train_examples, len(self.train))
         train = self.train.subset(n_examples, seed)

@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     ap.add_argument("--full-examples", type=int, default=2500)
     ap.add_argument("--full-epochs", type=float, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", choices=["kind", "searched"], default="kind",
+                    help="kind: every run trains at its adapter kinds' default rates (the product's proxy when the "
+                    "space does not search the rate); searched: the rate sampled from the space's range")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--shard", default="0/1", help="K/N: this process trains configs i with i %% N == K (N "
                     "processes sharing one --log; the one that finds every config logged prints the summary)")
@@ -66,11 +69,11 @@ def main(argv=None) -> int:
         rng = np.random.default_rng(7)
         proxy_scores, full_scores, params = [], [], []
         setting = dict(task=task, proxy_examples=args.proxy_examples, proxy_epochs=args.proxy_epochs,
-                       full_examples=args.full_examples, full_epochs=args.full_epochs)
+                       full_examples=args.full_examples, full_epochs=args.full_epochs, lr=args.lr)
         done = {}
         if args.log and args.log.exists():
             for line in args.log.read_text().splitlines():
-                rec = json.loads(line)
+                rec = {"lr": "searched", **json.loads(line)}  # session-2 lines predate --lr
                 if all(rec.get(k) == v for k, v in setting.items()):
                     done[rec["index"]] = rec
         start = time.perf_counter()
@@ -78,6 +81,8 @@ def main(argv=None) -> int:
         for i in range(args.configs):
             space = spaces[i % 2]
             config, hparams = space.decode(sample_values(space, rng))  # drawn even when logged: same sequence
+            if args.lr == "kind":
+                hparams.pop("learning_rate", None)
             if i not in done and i % shards == shard:
                 config = normalise_config(config, trainer.info)
                 p = trainer.run(config, {**hparams, "epochs": args.proxy_epochs}, seed=0)
@@ -99,7 +104,7 @@ def main(argv=None) -> int:
                   f"({rec['proxy_s']:.0f}s) full {rec['full']:.3f} ({rec['full_s']:.0f}s)", flush=True)
         if args.log and len(proxy_scores) < args.configs:  # other shards still at work: reread what they logged
             for line in args.log.read_text().splitlines():
-                rec = json.loads(line)
+                rec = {"lr": "searched", **json.loads(line)}
                 if all(rec.get(k) == v for k, v in setting.items()) and rec["index"] not in done:
                     done[rec["index"]] = rec
             recs = [done[i] for i in sorted(done)]

@@ -180,3 +180,27 @@ def test_memory_measurements_from_two_threads_do_not_crash_the_process():
     r = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_each_adapter_kind_trains_at_its_own_default_rate_unless_a_rate_is_set(write_study, monkeypatch):
+    """A prefix mixed with adapters keeps its own (higher) default rate; a set rate applies to every kind."""
+    from autopeft.adapters import get_adapter_kind
+
+    trainer = _trainer(write_study, measure_memory=False, train_examples=8)
+    seen: list[list[tuple[int, float]]] = []
+    real = torch.optim.AdamW
+
+    def spy(groups, **kw):
+        seen.append([(sum(p.numel() for p in g["params"]), g["lr"]) for g in groups])
+        return real(groups, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    config = PEFTConfig.from_dict({"serial": {"size": 4, "layers": [1]}, "prefix": {"size": 2, "layers": [1]}})
+    result = trainer.run(config)
+    prefix_lr, serial_lr = get_adapter_kind("prefix").default_lr, get_adapter_kind("serial").default_lr
+    assert prefix_lr != serial_lr
+    rates = sorted(lr for _, lr in seen[-1])
+    assert sorted([prefix_lr, serial_lr, trainer.cfg.proxy.head_learning_rate]) == rates
+    assert sum(n for n, lr in seen[-1] if lr != trainer.cfg.proxy.head_learning_rate) == result.params
+    trainer.run(config, {"learning_rate": 3e-4})
+    assert sorted(lr for _, lr in seen[-1]) == sorted([3e-4, 3e-4, trainer.cfg.proxy.head_learning_rate])

@@ -63,21 +63,27 @@ def apply_adapters(model: nn.Module, config: PEFTConfig, train_head: bool = True
 
     Only adapter parameters and (when ``train_head``) the task head keep ``requires_grad``.
     """
+    return [p for params in apply_adapters_by_kind(model, config, train_head).values() for p in params]
+
+
+def apply_adapters_by_kind(model: nn.Module, config: PEFTConfig,
+                           train_head: bool = True) -> dict[str, list[nn.Parameter]]:
+    """Like :func:`apply_adapters`, with the new parameters grouped by adapter kind (for per-kind rates)."""
     info = model_info(model)
     config = normalise_config(config, info)
     for p in model.parameters():
         p.requires_grad_(False)
-    params: list[nn.Parameter] = []
+    groups: dict[str, list[nn.Parameter]] = {}
     for adapter, spec in _ordered(config):
         new = adapter.attach(model, spec, info)
         for p in new:
             p.requires_grad_(True)
-        params.extend(new)
+        groups.setdefault(adapter.name, []).extend(new)
     if train_head:
         for name in info.arch.head:
             for p in model.get_submodule(name).parameters():
                 p.requires_grad_(True)
-    return params
+    return groups
 
 
 from . import bottleneck, lora, prefix  # noqa: E402,F401  (registers the built-in kinds)
@@ -92,4 +98,5 @@ __all__ = [
     "normalise_config",
     "count_adapter_params",
     "apply_adapters",
+    "apply_adapters_by_kind",
 ]
