@@ -204,3 +204,21 @@ def test_each_adapter_kind_trains_at_its_own_default_rate_unless_a_rate_is_set(w
     assert sum(n for n, lr in seen[-1] if lr != trainer.cfg.proxy.head_learning_rate) == result.params
     trainer.run(config, {"learning_rate": 3e-4})
     assert sorted(lr for _, lr in seen[-1]) == sorted([3e-4, 3e-4, trainer.cfg.proxy.head_learning_rate])
+
+
+def test_bert_pooler_trains_with_the_head_and_is_not_counted_as_adapter_parameters(write_study):
+    """The pooler is BERT's counterpart of DistilBERT's pre_classifier: a frozen one (untrained for the task in
+    sentence-transformers checkpoints) kept short proxies at chance."""
+    from autopeft.adapters import count_adapter_params
+
+    trainer = _trainer(write_study, measure_memory=False)
+    info = trainer.info
+    pooler = dict(trainer.model.bert.pooler.named_parameters())
+    assert "bert.pooler" in info.arch.head
+    body = sum(p.numel() for n, p in trainer.model.named_parameters() if not n.startswith(("bert.pooler", "classifier")))
+    assert info.base_params == body
+    config = PEFTConfig.from_dict({"serial": {"size": 4, "layers": [1]}})
+    model, result = trainer.fit(config)
+    for n, p in model.bert.pooler.named_parameters():
+        assert p.requires_grad and not torch.equal(p, pooler[n]), n
+    assert result.params == count_adapter_params(config, info)
