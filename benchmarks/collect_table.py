@@ -1,4 +1,4 @@
-"""Tabulate real proxy evaluations of configurations drawn from the shipped search spaces.
+"""Tabulate real proxy evaluations of configurations drawn from the search spaces (benchmarks/spaces/).
 
 Each row is one configuration trained once on MiniLM (2,000 training examples, 1 epoch) with the
 validation score recorded after 250, 500, 1000 and 2000 examples (learning-curve snapshots of that
@@ -25,7 +25,7 @@ from autopeft.adapters import normalise_config
 from autopeft.config import StudyConfig
 from autopeft.proxy import ProxyTrainer, resolve_precision
 from autopeft.space import SearchSpace
-from autopeft.yamlio import load_yaml
+from problems import benchmark_space
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     trainer = ProxyTrainer(cfg)
     # rows before 109 were collected in fp32 (the proxy's precision then; the column was added with bf16)
     precision = str(resolve_precision(cfg.proxy.precision, trainer.device) or "fp32").replace("torch.", "")
-    spaces = {name: SearchSpace.from_spec(load_yaml(REPO / f"search_spaces/{name}.yaml")[0], trainer.info.num_layers)
+    spaces = {name: benchmark_space(name, trainer.info.num_layers)
               for name in SPACES}
     if not args.out.exists():
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Seconds per trial: naive (fresh model + Hugging Face Trainer) vs the autopeft proxy, side by side.
 
-Both train the same configurations (sampled from search_spaces/autopeft.yaml) on the same SST-2
+Both train the same configurations (sampled from benchmarks/spaces/autopeft.yaml) on the same SST-2
 examples for the same epochs with the same constant-after-warm-up schedule, and score the same
 validation rows. The naive arm does what a user without autopeft would: load the model, attach the
 adapters, tokenise, `Trainer.train()`, `Trainer.predict()` — per trial. The autopeft arm is
@@ -95,18 +95,17 @@ def main(argv=None) -> int:
     from autopeft.adapters import normalise_config
     from autopeft.config import StudyConfig
     from autopeft.proxy import ProxyTrainer, resolve_precision
-    from autopeft.space import SearchSpace
-    from autopeft.yamlio import load_yaml
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from collect_table import TASKS, sample_values
+    from problems import benchmark_space
 
     cfg = StudyConfig.model_validate(dict(
         name="proxy-speed", model="sentence-transformers/all-MiniLM-L6-v2", task=TASKS["sst2"],
         search_space={}, proxy=dict(train_examples=n_examples, eval_examples=500, epochs=1, max_length=64,
                                     batch_size=32, threads=args.threads), seed=0))
     trainer = ProxyTrainer(cfg)
-    space = SearchSpace.from_spec(load_yaml(REPO / "search_spaces/autopeft.yaml")[0], trainer.info.num_layers)
+    space = benchmark_space("autopeft", trainer.info.num_layers)
     rng = np.random.default_rng(1)
     # the exact rows the proxy trains and scores on, as text, for the naive arm
     train_sub = trainer.train.subset(n_examples, cfg.seed)

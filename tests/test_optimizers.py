@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -240,3 +241,30 @@ def test_size_aware_prior_extrapolates_the_score_along_size():
     assert constant > 0.8, (constant, average)  # the constant mean reverts towards the seen average
     with pytest.raises(ConfigError, match="bad option for optimizer 'mobo'"):
         make_sampler("mobo", context(mean="quadratic"))
+
+
+@pytest.mark.parametrize("name", ["autopeft", "lora", "mixed"])
+def test_shipped_spaces_search_no_learning_rate_and_mobo_runs_on_them(name, write_study):
+    """The shipped spaces leave the rate to each kind's default (a rate searched at proxy fidelity ranks
+    short-run speed); mobo must then model a space with no continuous dimension."""
+    from autopeft import Study
+    from autopeft.space import SearchSpace
+    from autopeft.yamlio import load_yaml
+
+    spec = load_yaml(Path(__file__).resolve().parents[1] / "search_spaces" / f"{name}.yaml")[0]
+    assert "hyperparameters" not in spec
+    path = with_optimizer(write_study(), "{name: mobo, initial_trials: 2}")
+    (path.parent / "space.yaml").write_text(TINY_SPACE_NO_RATE)
+    study = Study.from_yaml(path)
+    study.optimize(n_trials=3)
+    trials = [t for t in study.load().trials if t.state.name == "COMPLETE"]
+    assert len(trials) == 3 and all(not any(k.startswith("hp.") for k in t.params) for t in trials)
+    assert SearchSpace.from_spec(spec, 6).params  # the shipped file itself parses
+
+
+TINY_SPACE_NO_RATE = """
+adapters:
+  serial: {size: [0, 4, 8]}
+  prefix: {length: [0, 2]}
+layers: per_layer
+"""

@@ -7,12 +7,25 @@ conditions), objective names and directions, the known objectives, the budgets, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from autopeft.optimizers import SamplerContext
 from autopeft.pareto import HypervolumeFrame, scaled_losses
+
+#: frozen copies of the shipped spaces the benchmark data were drawn from (see their headers)
+SPACES = Path(__file__).resolve().parents[1] / "spaces"
+
+
+def benchmark_space(name: str, num_layers: int):
+    """``benchmarks/spaces/<name>.yaml`` as a SearchSpace: tables, logs and league runs stay reproducible
+    (same draws from the same seeds) when the shipped ``search_spaces/`` change."""
+    from autopeft.space import SearchSpace
+    from autopeft.yamlio import load_yaml
+
+    return SearchSpace.from_spec(load_yaml(SPACES / f"{name}.yaml")[0], num_layers)
 
 
 @dataclass(frozen=True)

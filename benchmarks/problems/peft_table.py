@@ -29,9 +29,8 @@ from autopeft.adapters import PEFTConfig, count_adapter_params, normalise_config
 from autopeft.memory import estimate_step_memory
 from autopeft.optimizers import derive_reference_point
 from autopeft.space import SearchSpace
-from autopeft.yamlio import load_yaml
 
-from . import Problem, register_problem
+from . import Problem, benchmark_space, register_problem
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -162,8 +161,7 @@ class TableProblem:
         info, _ = _minilm()
         self.rows = rows
         self.num_layers = info.num_layers
-        self.spaces = {name: SearchSpace.from_spec(load_yaml(REPO / f"search_spaces/{name}.yaml")[0], info.num_layers)
-                       for name in ("autopeft", "lora")}
+        self.spaces = {name: benchmark_space(name, info.num_layers) for name in ("autopeft", "lora")}
         self.seq = _implied_seq(rows, self.spaces)
         self.vocab = option_vocabulary(rows)
         X = np.stack([config_features(r["config"], r["hyperparameters"], r["params"], self.num_layers, self.vocab)
@@ -210,7 +208,7 @@ def _make(space: str) -> Problem:
     known = functools.partial(table.known, space)
     ref = derive_reference_point(table.spaces[space], objectives, directions, known, worst={"score": 0.5})
     best_memory = min(r["memory"] for r in table.rows)
-    return Problem(f"peft-{space}", f"MiniLM + SST-2, search_spaces/{space}.yaml, surrogate on {len(table.rows)} rows",
+    return Problem(f"peft-{space}", f"MiniLM + SST-2, benchmarks/spaces/{space}.yaml, surrogate on {len(table.rows)} rows",
                    table.spaces[space], objectives, directions, functools.partial(table.evaluate, space),
                    reference_point=ref, bounds={"score": 1.0, "params": 0.0, "memory": 0.9 * best_memory},
                    known=known, info={"rows": len(table.rows), "table": str(TABLE.relative_to(REPO))})
