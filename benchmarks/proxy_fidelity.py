@@ -1,6 +1,6 @@
 """Do proxy runs rank configurations like full training? Kendall tau and Pareto agreement.
 
-For each task, N configurations sampled from search_spaces/autopeft.yaml and search_spaces/lora.yaml are
+For each task, N configurations sampled from benchmarks/spaces/autopeft.yaml and lora.yaml are
 trained twice with the same seed: at proxy fidelity (``--proxy-examples``, 1 epoch) and at full fidelity
 (``--full-examples`` >= 10x the proxy's data, ``--full-epochs`` >= 3). Prints Kendall tau between the two
 score vectors, and the agreement of Pareto membership over (score, params) (Jaccard index of the two
@@ -22,18 +22,19 @@ import torch
 from scipy.stats import kendalltau
 
 REPO = Path(__file__).resolve().parents[1]
+#: log keys added later, with the value the older lines were measured with (the pooler trains since session 4)
+OLD_DEFAULTS = {"lr": "searched", "head": ["classifier"]}
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def main(argv=None) -> int:
     from collect_table import TASKS, sample_values
+    from problems import benchmark_space
 
     from autopeft.adapters import normalise_config
     from autopeft.config import StudyConfig
     from autopeft.pareto import pareto_mask
     from autopeft.proxy import ProxyTrainer, resolve_precision
-    from autopeft.space import SearchSpace
-    from autopeft.yamlio import load_yaml
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="8 configs, SST-2 only")
@@ -64,16 +65,17 @@ def main(argv=None) -> int:
             search_space={}, proxy=dict(train_examples=args.proxy_examples, epochs=1, max_length=128 if task == "rte"
                                         else 64, batch_size=32, threads=args.threads, measure_memory=False), seed=0))
         trainer = ProxyTrainer(cfg)
-        spaces = [SearchSpace.from_spec(load_yaml(REPO / f"search_spaces/{n}.yaml")[0], trainer.info.num_layers)
+        spaces = [benchmark_space(n, trainer.info.num_layers)
                   for n in ("autopeft", "lora")]
         rng = np.random.default_rng(7)
         proxy_scores, full_scores, params = [], [], []
         setting = dict(task=task, proxy_examples=args.proxy_examples, proxy_epochs=args.proxy_epochs,
-                       full_examples=args.full_examples, full_epochs=args.full_epochs, lr=args.lr)
+                       full_examples=args.full_examples, full_epochs=args.full_epochs, lr=args.lr,
+                       head=list(trainer.info.arch.head))
         done = {}
         if args.log and args.log.exists():
             for line in args.log.read_text().splitlines():
-                rec = {"lr": "searched", **json.loads(line)}  # session-2 lines predate --lr
+                rec = {**OLD_DEFAULTS, **json.loads(line)}  # lines written before these keys existed
                 if all(rec.get(k) == v for k, v in setting.items()):
                     done[rec["index"]] = rec
         start = time.perf_counter()
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
                   f"({rec['proxy_s']:.0f}s) full {rec['full']:.3f} ({rec['full_s']:.0f}s)", flush=True)
         if args.log and len(proxy_scores) < args.configs:  # other shards still at work: reread what they logged
             for line in args.log.read_text().splitlines():
-                rec = {"lr": "searched", **json.loads(line)}
+                rec = {**OLD_DEFAULTS, **json.loads(line)}
                 if all(rec.get(k) == v for k, v in setting.items()) and rec["index"] not in done:
                     done[rec["index"]] = rec
             recs = [done[i] for i in sorted(done)]
