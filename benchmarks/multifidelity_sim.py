@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from autopeft.rungs import promote  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,12 +72,17 @@ def load(path: Path) -> Table:
 def load_fidelity_log(path: Path, task: str) -> Table:
     """benchmarks/proxy_fidelity.py's log: a proxy run and a separate full run per configuration. A promoted
     configuration pays both (the full run starts afresh); the single-fidelity arm pays the full run alone."""
-    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    from proxy_fidelity import OLD_DEFAULTS, SETTING_KEYS
+
+    recs = [{**OLD_DEFAULTS, **json.loads(line)} for line in path.read_text().splitlines()]
     recs = [r for r in recs if r["task"] == task]
     if not recs:
         raise SystemExit(f"no '{task}' configurations in {path}")
-    r0 = recs[0]
+    # one experiment: the setting of the newest line (the log holds several, e.g. searched vs per-kind rates)
+    r0 = recs[-1]
+    recs = [r for r in recs if all(r[k] == r0[k] for k in SETTING_KEYS)]
     labels = [f"proxy {r0['proxy_examples']}x{r0['proxy_epochs']:g}", f"full {r0['full_examples']}x{r0['full_epochs']:g}"]
+    print(f"fidelity log: {len(recs)} pairs with " + ", ".join(f"{k}={r0[k]}" for k in SETTING_KEYS))
     proxy_s = np.array([r["proxy_s"] for r in recs])
     full_s = np.array([r["full_s"] for r in recs])
     return Table(labels, np.array([[r["proxy"], r["full"]] for r in recs]),

@@ -24,6 +24,8 @@ from scipy.stats import kendalltau
 REPO = Path(__file__).resolve().parents[1]
 #: log keys added later, with the value the older lines were measured with (the pooler trains since session 4)
 OLD_DEFAULTS = {"lr": "searched", "head": ["classifier"]}
+#: what makes two logged pairs the same experiment
+SETTING_KEYS = ("task", "proxy_examples", "proxy_epochs", "full_examples", "full_epochs", "lr", "head")
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
