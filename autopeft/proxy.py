@@ -179,7 +179,7 @@ class ProxyTrainer:
         if full_finetune:
             head = {id(p) for n in self.info.arch.head for p in model.get_submodule(n).parameters()}
             groups = [{"params": [p.requires_grad_(True) for p in model.parameters() if id(p) not in head],
-                       "lr": proxy.learning_rate or FULL_FINETUNE_LR}]
+                       "lr": (hparams or {}).get("learning_rate") or FULL_FINETUNE_LR}]  # not the adapters' rate
         adapter_ids = {id(p) for g in groups for p in g["params"]}
         n_params = sum(p.numel() for g in groups for p in g["params"])
         model.to(self.device)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .models import ModelInfo
+from .proxy import FULL_FINETUNE_LR
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Reference:
 
 
 REFERENCES: tuple[Reference, ...] = (
-    Reference("full fine-tuning", {}, full_finetune=True, hyperparameters={"learning_rate": 5e-5}),
+    Reference("full fine-tuning", {}, full_finetune=True, hyperparameters={"learning_rate": FULL_FINETUNE_LR}),
     Reference("Houlsby adapter (serial m=64)", {"serial": {"size": 64, "position": "both"}}),
     Reference("parallel adapter (m=64, s=4)", {"parallel": {"size": 64, "scaling": 4.0}}),
     Reference("prefix tuning (l=30)", {"prefix": {"size": 30}}),
