@@ -117,17 +117,22 @@ def main(argv=None) -> int:
             print(f"{task}: {len(proxy_scores)}/{args.configs} configs logged; the other shards have the rest")
             continue
         tau = float(kendalltau(proxy_scores, full_scores).statistic)
+        # within one space the proxy ranks one kind's configs; across spaces, kinds must also be calibrated
+        by_space = {name: float(kendalltau(*zip(*[(done[i]["proxy"], done[i]["full"]) for i in range(args.configs)
+                                                  if done[i]["space"] == name])).statistic)
+                    for name in ("autopeft", "lora")}
         front_p = pareto_mask(np.c_[proxy_scores, params], ["maximize", "minimize"])
         front_f = pareto_mask(np.c_[full_scores, params], ["maximize", "minimize"])
         jaccard = float((front_p & front_f).sum() / max(1, (front_p | front_f).sum()))
         recall = float((front_p & front_f).sum() / max(1, front_f.sum()))
-        out[task] = {"kendall_tau": tau, "pareto_jaccard": jaccard, "pareto_recall": recall,
+        out[task] = {"kendall_tau": tau, "kendall_tau_by_space": by_space, "pareto_jaccard": jaccard, "pareto_recall": recall,
                      "configs": args.configs, "proxy_examples": min(args.proxy_examples, len(trainer.train)),
                      "full_examples": min(args.full_examples, len(trainer.train)), "full_epochs": args.full_epochs,
                      "proxy_epochs": args.proxy_epochs,
                      "seconds": time.perf_counter() - start,
                      "proxy_scores": proxy_scores, "full_scores": full_scores, "params": params}
-        print(f"{task}: Kendall tau {tau:.3f}; Pareto Jaccard {jaccard:.2f}, recall {recall:.2f} "
+        print(f"{task}: Kendall tau {tau:.3f} (within autopeft.yaml {by_space['autopeft']:.3f}, within lora.yaml "
+              f"{by_space['lora']:.3f}); Pareto Jaccard {jaccard:.2f}, recall {recall:.2f} "
               f"({args.configs} configs, proxy {out[task]['proxy_examples']} ex x {args.proxy_epochs:g} epochs vs full "
               f"{out[task]['full_examples']} ex x {args.full_epochs:g} epochs)")
     if args.json:
