@@ -125,19 +125,36 @@ def main(argv=None) -> int:
         front_f = pareto_mask(np.c_[full_scores, params], ["maximize", "minimize"])
         jaccard = float((front_p & front_f).sum() / max(1, (front_p | front_f).sum()))
         recall = float((front_p & front_f).sum() / max(1, front_f.sum()))
-        out[task] = {"kendall_tau": tau, "kendall_tau_by_space": by_space, "pareto_jaccard": jaccard, "pareto_recall": recall,
+        hv_share = front_hypervolume_share(np.array(full_scores), np.array(params), front_p)
+        out[task] = {"kendall_tau": tau, "kendall_tau_by_space": by_space, "front_hv_share": hv_share,
+                     "pareto_jaccard": jaccard, "pareto_recall": recall,
                      "configs": args.configs, "proxy_examples": min(args.proxy_examples, len(trainer.train)),
                      "full_examples": min(args.full_examples, len(trainer.train)), "full_epochs": args.full_epochs,
                      "proxy_epochs": args.proxy_epochs,
                      "seconds": time.perf_counter() - start,
                      "proxy_scores": proxy_scores, "full_scores": full_scores, "params": params}
         print(f"{task}: Kendall tau {tau:.3f} (within autopeft.yaml {by_space['autopeft']:.3f}, within lora.yaml "
-              f"{by_space['lora']:.3f}); Pareto Jaccard {jaccard:.2f}, recall {recall:.2f} "
+              f"{by_space['lora']:.3f}); Pareto Jaccard {jaccard:.2f}, recall {recall:.2f}; "
+              f"the proxy front's configs hold {hv_share:.0%} of the full front's hypervolume "
               f"({args.configs} configs, proxy {out[task]['proxy_examples']} ex x {args.proxy_epochs:g} epochs vs full "
               f"{out[task]['full_examples']} ex x {args.full_epochs:g} epochs)")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0
+
+
+def front_hypervolume_share(full: np.ndarray, params: np.ndarray, chosen: np.ndarray) -> float:
+    """Hypervolume, at full fidelity, of the configs the proxy put on its front, as a share of the full front's.
+
+    What a user keeps by picking from the proxy's front and refining: over (score, log10 params), normalised to
+    the configs' ranges, reference point 1.1 beyond the worst, as in multifidelity_sim.py.
+    """
+    from multifidelity_sim import hypervolume_2d
+
+    losses = np.c_[-full, np.log10(params + 1.0)]
+    lo, span = losses.min(0), np.ptp(losses, axis=0)
+    norm = (losses - lo) / np.where(span > 0, span, 1.0)
+    return hypervolume_2d(norm[chosen], (1.1, 1.1)) / hypervolume_2d(norm, (1.1, 1.1))
 
 
 if __name__ == "__main__":
