@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 #: a run whose loss (mean of the last 3 steps) grows past this multiple of its first step's has diverged
 DIVERGENCE_FACTOR = 10.0
 
-#: rate of full fine-tuning when neither the proxy nor the trial sets one (the usual BERT-family rate)
+#: rate of full fine-tuning unless the trial sets one (the usual BERT-family rate; proxy.learning_rate is for adapters)
 FULL_FINETUNE_LR = 5e-5
 
 DEFAULT_METRIC = {"classification": "accuracy", "regression": "pearson"}
