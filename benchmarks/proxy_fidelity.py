@@ -1,12 +1,15 @@
 """Do proxy runs rank configurations like full training? Kendall tau and Pareto agreement.
 
 For each task, N configurations sampled from benchmarks/spaces/autopeft.yaml and lora.yaml are
-trained twice with the same seed: at proxy fidelity (``--proxy-examples``, 1 epoch) and at full fidelity
-(``--full-examples`` >= 10x the proxy's data, ``--full-epochs`` >= 3). Prints Kendall tau between the two
-score vectors, and the agreement of Pareto membership over (score, params) (Jaccard index of the two
-fronts, and the share of full-fidelity Pareto points the proxy also puts on its front).
+trained at proxy fidelity (``--proxy-examples``, one or more budgets, 1 epoch, seed 0) and at full fidelity
+(``--full-examples`` >= 10x the proxy's data, ``--full-epochs`` >= 3, one run per ``--full-seeds``). Prints, per
+proxy budget, Kendall tau between proxy and full scores and the agreement of Pareto membership over
+(score, params) (Jaccard index of the two fronts, the share of full-fidelity Pareto points the proxy also puts
+on its front, and the full-fidelity hypervolume the proxy front's configs hold). With two or more full seeds it
+also prints the full runs' tau with each other: the ceiling for any proxy.
 
-    python benchmarks/proxy_fidelity.py [--quick] [--tasks sst2 rte] [--configs 30] [--json PATH]
+    python benchmarks/proxy_fidelity.py [--quick] [--tasks sst2 rte] [--configs 30] [--proxy-examples 500 1000]
+        [--full-seeds 0 1] [--heldout 5000] [--log PATH] [--shard K/N] [--json PATH]
 """
 from __future__ import annotations
 
@@ -25,8 +28,10 @@ from scipy.stats import kendalltau
 REPO = Path(__file__).resolve().parents[1]
 #: log keys added later, with the value the older lines were measured with (the pooler trains since session 4)
 OLD_DEFAULTS = {"lr": "searched", "head": ["classifier"], "heldout": 0}
-#: what makes two logged pairs the same experiment
-SETTING_KEYS = ("task", "proxy_examples", "proxy_epochs", "full_examples", "full_epochs", "lr", "head", "heldout")
+#: what the runs of one experiment share (besides the configuration's index, fidelity and seed)
+ENV_KEYS = ("task", "lr", "head", "heldout")
+#: keys of the paired lines (one proxy and one full run per line) that sessions 2-4 wrote
+PAIR_ONLY = ("proxy", "full", "proxy_s", "full_s", "proxy_examples", "proxy_epochs", "full_examples", "full_epochs")
 
 
 def heldout_task(task: dict, rows: int, where: Path) -> dict:
@@ -50,23 +55,54 @@ def heldout_task(task: dict, rows: int, where: Path) -> dict:
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
+def load_runs(path: Path | None) -> dict[tuple, dict]:
+    """Every logged training run, keyed by :func:`run_key`.
+
+    Lines of sessions 2-4 pair a proxy and a full run of one configuration (keys ``proxy``/``full``); each gives
+    two runs at seed 0. Later lines are one run each (key ``score``), so proxies of several budgets and full runs
+    of several seeds share one log.
+    """
+    runs: dict[tuple, dict] = {}
+    if not path or not path.exists():
+        return runs
+    for line in path.read_text().splitlines():
+        rec = {**OLD_DEFAULTS, **json.loads(line)}  # lines written before these keys existed
+        if "score" in rec:
+            found = [rec]
+        else:
+            common = {k: v for k, v in rec.items() if k not in PAIR_ONLY}
+            found = [{**common, "examples": rec[f"{f}_examples"], "epochs": rec[f"{f}_epochs"], "seed": 0,
+                      "score": rec[f], "seconds": rec[f"{f}_s"]} for f in ("proxy", "full")]
+        for run in found:
+            runs[run_key(run)] = run
+    return runs
+
+
+def run_key(run: dict) -> tuple:
+    """What makes two runs the same: the environment (ENV_KEYS), the configuration's index, its fidelity, seed."""
+    return (*(json.dumps(run[k]) for k in ENV_KEYS), run["index"], run["examples"], float(run["epochs"]), run["seed"])
+
+
 def main(argv=None) -> int:
     from collect_table import TASKS, sample_values
     from problems import benchmark_space
 
     from autopeft.adapters import normalise_config
     from autopeft.config import StudyConfig
-    from autopeft.pareto import pareto_mask
     from autopeft.proxy import ProxyTrainer, resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="8 configs, SST-2 only")
     ap.add_argument("--tasks", nargs="+", default=["sst2", "rte"], choices=sorted(TASKS))
     ap.add_argument("--configs", type=int, default=30)
-    ap.add_argument("--proxy-examples", type=int, default=250)
+    ap.add_argument("--proxy-examples", type=int, nargs="+", default=[250],
+                    help="one or more proxy budgets; each is compared with the same full runs")
     ap.add_argument("--proxy-epochs", type=float, default=1)
     ap.add_argument("--full-examples", type=int, default=2500)
     ap.add_argument("--full-epochs", type=float, default=3)
+    ap.add_argument("--full-seeds", type=int, nargs="+", default=[0],
+                    help="full runs per configuration, one per seed (proxies use seed 0); with two or more, the "
+                    "full runs' agreement with each other is the ceiling any proxy's tau can reach")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", choices=["kind", "searched"], default="kind",
                     help="kind: every run trains at its adapter kinds' default rates (the product's proxy when the "
@@ -76,96 +112,126 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--shard", default="0/1", help="K/N: this process trains configs i with i %% N == K (N "
                     "processes sharing one --log; the one that finds every config logged prints the summary)")
-    ap.add_argument("--log", type=Path, help="JSON-lines file of finished configs: read (those are skipped), then "
+    ap.add_argument("--log", type=Path, help="JSON-lines file of finished runs: read (those are skipped), then "
                     "appended to, so a stopped run resumes")
     args = ap.parse_args(argv)
     if args.quick:
         args.configs, args.tasks = 8, ["sst2"]
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(args.threads)
+    shard, shards = map(int, args.shard.split("/"))
     out = {}
     for task in args.tasks:
         cfg = StudyConfig.model_validate(dict(
             name=f"fidelity-{task}", model="sentence-transformers/all-MiniLM-L6-v2",
             task=heldout_task(TASKS[task], args.heldout, Path(tempfile.gettempdir()) / f"autopeft-heldout-{task}-"
                               f"{args.heldout}") if args.heldout else TASKS[task],
-            search_space={}, proxy=dict(train_examples=args.proxy_examples, epochs=1, max_length=128 if task == "rte"
-                                        else 64, batch_size=32, threads=args.threads, measure_memory=False), seed=0))
+            search_space={}, proxy=dict(train_examples=min(args.proxy_examples), epochs=1,
+                                        max_length=128 if task == "rte" else 64, batch_size=32, threads=args.threads,
+                                        measure_memory=False), seed=0))
         trainer = ProxyTrainer(cfg)
-        spaces = [benchmark_space(n, trainer.info.num_layers)
-                  for n in ("autopeft", "lora")]
+        spaces = [benchmark_space(n, trainer.info.num_layers) for n in ("autopeft", "lora")]
         rng = np.random.default_rng(7)
-        proxy_scores, full_scores, params = [], [], []
-        setting = dict(task=task, proxy_examples=args.proxy_examples, proxy_epochs=args.proxy_epochs,
-                       full_examples=args.full_examples, full_epochs=args.full_epochs, lr=args.lr, heldout=args.heldout,
-                       head=list(trainer.info.arch.head))
-        done = {}
-        if args.log and args.log.exists():
-            for line in args.log.read_text().splitlines():
-                rec = {**OLD_DEFAULTS, **json.loads(line)}  # lines written before these keys existed
-                if all(rec.get(k) == v for k, v in setting.items()):
-                    done[rec["index"]] = rec
-        start = time.perf_counter()
-        shard, shards = map(int, args.shard.split("/"))
+        env = dict(task=task, lr=args.lr, heldout=args.heldout, head=list(trainer.info.arch.head))
+        draws = []
         for i in range(args.configs):
             space = spaces[i % 2]
-            config, hparams = space.decode(sample_values(space, rng))  # drawn even when logged: same sequence
+            config, hparams = space.decode(sample_values(space, rng))  # every draw, so shards see one sequence
             if args.lr == "kind":
                 hparams.pop("learning_rate", None)
-            if i not in done and i % shards == shard:
-                config = normalise_config(config, trainer.info)
-                p = trainer.run(config, {**hparams, "epochs": args.proxy_epochs}, seed=0)
-                f = trainer.run(config, {**hparams, "epochs": args.full_epochs}, seed=0,
-                                train_examples=args.full_examples)
-                done[i] = {**setting, "index": i, "space": ("autopeft", "lora")[i % 2],
-                           "config": config.to_dict(),
-                           "hparams": hparams, "params": p.params, "proxy": p.score, "full": f.score,
-                           "proxy_s": p.seconds, "full_s": f.seconds,
+            draws.append((normalise_config(config, trainer.info), hparams))
+        proxies = [(e, args.proxy_epochs, 0) for e in args.proxy_examples]
+        fulls = [(args.full_examples, args.full_epochs, s) for s in args.full_seeds]
+        # seed 0's full runs first: the proxies' tau needs them, the ceiling needs the other seeds as well
+        plan = [proxies + fulls[:1]] + [[f] for f in fulls[1:]]
+        runs = load_runs(args.log)
+        start = time.perf_counter()
+        for fidelities in plan:
+            for i, (config, hparams) in enumerate(draws):
+                if i % shards != shard:
+                    continue
+                for examples, epochs, seed in fidelities:
+                    key = run_key({**env, "index": i, "examples": examples, "epochs": epochs, "seed": seed})
+                    if key in runs:
+                        continue
+                    r = trainer.run(config, {**hparams, "epochs": epochs}, seed=seed, train_examples=examples)
+                    run = {**env, "index": i, "space": ("autopeft", "lora")[i % 2], "config": config.to_dict(),
+                           "hparams": hparams, "params": r.params, "examples": examples, "epochs": epochs,
+                           "seed": seed, "score": r.score, "seconds": r.seconds,
                            "precision": str(resolve_precision(cfg.proxy.precision, trainer.device) or "fp32")}
-                if args.log:
-                    with args.log.open("a") as fh:
-                        fh.write(json.dumps(done[i]) + "\n")
-            if i not in done:
-                continue
-            rec = done[i]
-            proxy_scores.append(rec["proxy"]), full_scores.append(rec["full"]), params.append(rec["params"])
-            print(f"{task} {i + 1}/{args.configs}: params {rec['params']:>8} proxy {rec['proxy']:.3f} "
-                  f"({rec['proxy_s']:.0f}s) full {rec['full']:.3f} ({rec['full_s']:.0f}s)", flush=True)
-        if args.log and len(proxy_scores) < args.configs:  # other shards still at work: reread what they logged
-            for line in args.log.read_text().splitlines():
-                rec = {**OLD_DEFAULTS, **json.loads(line)}
-                if all(rec.get(k) == v for k, v in setting.items()) and rec["index"] not in done:
-                    done[rec["index"]] = rec
-            recs = [done[i] for i in sorted(done)]
-            proxy_scores, full_scores, params = ([r[k] for r in recs] for k in ("proxy", "full", "params"))
-        if len(proxy_scores) < args.configs:
-            print(f"{task}: {len(proxy_scores)}/{args.configs} configs logged; the other shards have the rest")
-            continue
-        tau = float(kendalltau(proxy_scores, full_scores).statistic)
-        # within one space the proxy ranks one kind's configs; across spaces, kinds must also be calibrated
-        by_space = {name: float(kendalltau(*zip(*[(done[i]["proxy"], done[i]["full"]) for i in range(args.configs)
-                                                  if done[i]["space"] == name])).statistic)
-                    for name in ("autopeft", "lora")}
-        front_p = pareto_mask(np.c_[proxy_scores, params], ["maximize", "minimize"])
-        front_f = pareto_mask(np.c_[full_scores, params], ["maximize", "minimize"])
-        jaccard = float((front_p & front_f).sum() / max(1, (front_p | front_f).sum()))
-        recall = float((front_p & front_f).sum() / max(1, front_f.sum()))
-        hv_share = front_hypervolume_share(np.array(full_scores), np.array(params), front_p)
-        out[task] = {"kendall_tau": tau, "kendall_tau_by_space": by_space, "front_hv_share": hv_share,
-                     "pareto_jaccard": jaccard, "pareto_recall": recall,
-                     "configs": args.configs, "proxy_examples": min(args.proxy_examples, len(trainer.train)),
-                     "full_examples": min(args.full_examples, len(trainer.train)), "full_epochs": args.full_epochs,
-                     "proxy_epochs": args.proxy_epochs,
-                     "seconds": time.perf_counter() - start,
-                     "proxy_scores": proxy_scores, "full_scores": full_scores, "params": params}
-        print(f"{task}: Kendall tau {tau:.3f} (within autopeft.yaml {by_space['autopeft']:.3f}, within lora.yaml "
-              f"{by_space['lora']:.3f}); Pareto Jaccard {jaccard:.2f}, recall {recall:.2f}; "
-              f"the proxy front's configs hold {hv_share:.0%} of the full front's hypervolume "
-              f"({args.configs} configs, proxy {out[task]['proxy_examples']} ex x {args.proxy_epochs:g} epochs vs full "
-              f"{out[task]['full_examples']} ex x {args.full_epochs:g} epochs)")
+                    runs[key] = run
+                    if args.log:
+                        with args.log.open("a") as fh:
+                            fh.write(json.dumps(run) + "\n")
+                    print(f"{task} {i + 1}/{args.configs}: {examples} ex x {epochs:g} ep seed {seed}: params "
+                          f"{r.params:>8} score {r.score:.3f} ({r.seconds:.0f}s)", flush=True)
+        runs.update(load_runs(args.log))  # what the other shards logged meanwhile
+        out[task] = summarise(task, runs, env, args.configs, proxies, fulls)
+        out[task]["seconds"] = time.perf_counter() - start
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0
+
+
+def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, fulls: list) -> dict:
+    """Print and return tau / Pareto agreement of each proxy budget with the full runs (seed 0, and the mean over
+    seeds when every seed is in), and the full seeds' agreement with each other (the ceiling)."""
+    from autopeft.pareto import pareto_mask
+
+    def scores(fid, idx):
+        return np.array([runs[run_key({**env, "index": i, "examples": fid[0], "epochs": fid[1], "seed": fid[2]})]
+                         ["score"] for i in idx])
+
+    def have(fid):
+        return {i for i in range(configs)
+                if run_key({**env, "index": i, "examples": fid[0], "epochs": fid[1], "seed": fid[2]}) in runs}
+
+    out: dict = {"configs": configs, "full": [list(f) for f in fulls], "proxies": {}}
+    base = have(fulls[0])
+    seeded = [f for f in fulls if len(have(f) & base) > 2]
+    both = sorted(set.intersection(*(have(f) for f in seeded))) if seeded else []
+    if len(seeded) >= 2:
+        idx = both
+        taus = [float(kendalltau(scores(a, idx), scores(b, idx)).statistic)
+                for j, a in enumerate(seeded) for b in seeded[j + 1:]]
+        out["full_seed_tau"] = float(np.mean(taus))
+        print(f"{task}: full runs of {len(seeded)} seeds agree with each other at Kendall tau {np.mean(taus):.3f} "
+              f"({len(idx)} configs): the ceiling of any proxy's tau with one full run")
+    for p in proxies:
+        idx = sorted(have(p) & base)
+        if len(idx) < 3:
+            continue
+        proxy, full = scores(p, idx), scores(fulls[0], idx)
+        params = np.array([runs[run_key({**env, "index": i, "examples": p[0], "epochs": p[1], "seed": p[2]})]
+                           ["params"] for i in idx], dtype=float)
+        space = np.array([runs[run_key({**env, "index": i, "examples": p[0], "epochs": p[1], "seed": p[2]})]
+                          ["space"] for i in idx])
+        tau = float(kendalltau(proxy, full).statistic)
+        # within one space the proxy ranks one kind's configs; across spaces, kinds must also be calibrated
+        by_space = {s: float(kendalltau(proxy[space == s], full[space == s]).statistic)
+                    for s in ("autopeft", "lora") if (space == s).sum() > 2}
+        front_p = pareto_mask(np.c_[proxy, params], ["maximize", "minimize"])
+        front_f = pareto_mask(np.c_[full, params], ["maximize", "minimize"])
+        jaccard = float((front_p & front_f).sum() / max(1, (front_p | front_f).sum()))
+        recall = float((front_p & front_f).sum() / max(1, front_f.sum()))
+        hv_share = front_hypervolume_share(full, params, front_p)
+        rec = {"kendall_tau": tau, "kendall_tau_by_space": by_space, "front_hv_share": hv_share,
+               "pareto_jaccard": jaccard, "pareto_recall": recall, "configs": len(idx),
+               "proxy_scores": proxy.tolist(), "full_scores": full.tolist(), "params": params.tolist()}
+        line = (f"{task}: proxy {p[0]} ex x {p[1]:g} vs full {fulls[0][0]} ex x {fulls[0][1]:g}, "
+                f"{len(idx)}/{configs} configs: Kendall tau {tau:.3f} (" +
+                ", ".join(f"within {s} {t:.3f}" for s, t in by_space.items()) +
+                f"); Pareto Jaccard {jaccard:.2f}, recall {recall:.2f}; the proxy front's configs hold "
+                f"{hv_share:.0%} of the full front's hypervolume")
+        if len(seeded) >= 2:  # on the configs every seed has finished
+            sub = [j for j, i in enumerate(idx) if i in set(both)]
+            mean_full = np.mean([scores(f, [idx[j] for j in sub]) for f in seeded], axis=0)
+            rec["kendall_tau_seed_mean"] = float(kendalltau(proxy[sub], mean_full).statistic)
+            line += (f"; tau with the {len(seeded)}-seed mean full score {rec['kendall_tau_seed_mean']:.3f} "
+                     f"({len(sub)} configs)")
+        print(line)
+        out["proxies"][str(p[0])] = rec
+    return out
 
 
 def front_hypervolume_share(full: np.ndarray, params: np.ndarray, chosen: np.ndarray) -> float:
