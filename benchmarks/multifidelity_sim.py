@@ -70,24 +70,26 @@ def load(path: Path) -> Table:
 
 
 def load_fidelity_log(path: Path, task: str) -> Table:
-    """benchmarks/proxy_fidelity.py's log: a proxy run and a separate full run per configuration. A promoted
-    configuration pays both (the full run starts afresh); the single-fidelity arm pays the full run alone."""
-    from proxy_fidelity import OLD_DEFAULTS, SETTING_KEYS
+    """benchmarks/proxy_fidelity.py's log: separate runs per configuration at each proxy budget and at full
+    fidelity (seed 0). A configuration promoted to fidelity j has paid every run up to j (each starts afresh);
+    the single-fidelity arm pays the full run alone."""
+    from proxy_fidelity import ENV_KEYS, load_runs
 
-    recs = [{**OLD_DEFAULTS, **json.loads(line)} for line in path.read_text().splitlines()]
-    recs = [r for r in recs if r["task"] == task]
-    if not recs:
-        raise SystemExit(f"no '{task}' configurations in {path}")
-    # one experiment: the setting of the newest line (the log holds several, e.g. searched vs per-kind rates)
-    r0 = recs[-1]
-    recs = [r for r in recs if all(r[k] == r0[k] for k in SETTING_KEYS)]
-    labels = [f"proxy {r0['proxy_examples']}x{r0['proxy_epochs']:g}", f"full {r0['full_examples']}x{r0['full_epochs']:g}"]
-    print(f"fidelity log: {len(recs)} pairs with " + ", ".join(f"{k}={r0[k]}" for k in SETTING_KEYS))
-    proxy_s = np.array([r["proxy_s"] for r in recs])
-    full_s = np.array([r["full_s"] for r in recs])
-    return Table(labels, np.array([[r["proxy"], r["full"]] for r in recs]),
-                 np.log10(np.array([r["params"] for r in recs], dtype=float) + 1),
-                 np.stack([proxy_s, proxy_s + full_s], axis=1), full_s)
+    runs = [r for r in load_runs(path).values() if r["task"] == task and r["seed"] == 0]
+    if not runs:
+        raise SystemExit(f"no '{task}' runs in {path}")
+    # one experiment: the environment of the newest line (the log holds several, e.g. dev vs held-out scores)
+    r0 = runs[-1]
+    runs = [r for r in runs if all(r[k] == r0[k] for k in ENV_KEYS)]
+    by = {(r["index"], r["examples"], float(r["epochs"])): r for r in runs}
+    fids = sorted({(r["examples"], float(r["epochs"])) for r in runs}, key=lambda f: f[0] * f[1])
+    idx = sorted(i for i in {r["index"] for r in runs} if all((i, *f) in by for f in fids))
+    print(f"fidelity log: {len(idx)} configurations with runs at {fids}, " +
+          ", ".join(f"{k}={r0[k]}" for k in ENV_KEYS))
+    seconds = np.array([[by[(i, *f)]["seconds"] for f in fids] for i in idx])
+    return Table([f"{e}x{ep:g}" for e, ep in fids], np.array([[by[(i, *f)]["score"] for f in fids] for i in idx]),
+                 np.log10(np.array([by[(i, *fids[0])]["params"] for i in idx], dtype=float) + 1),
+                 np.cumsum(seconds, axis=1), seconds[:, -1])
 
 
 def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
@@ -136,17 +138,20 @@ def main(argv=None) -> int:
                     "fidelities, the proxy and full training (separate runs)")
     ap.add_argument("--task", default="sst2", help="with --fidelity-log")
     ap.add_argument("--eta", type=float, default=3.0)
-    ap.add_argument("--rungs", type=int, nargs="+", default=[250, 500, 1000],
-                    help="training examples of the CSV's fidelities (ignored with --fidelity-log: rung = the proxy)")
+    ap.add_argument("--rungs", type=int, nargs="+",
+                    help="training examples of the rungs (default: the CSV's 250 500 1000, or every proxy budget "
+                    "in the fidelity log)")
     ap.add_argument("--orders", type=int, default=50)
     ap.add_argument("--fraction", type=float, default=0.95)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.fidelity_log:
-        table, rungs, source = load_fidelity_log(args.fidelity_log, args.task), [0], args.fidelity_log.name
+        table, source = load_fidelity_log(args.fidelity_log, args.task), args.fidelity_log.name
+        budgets = [int(f.split("x")[0]) for f in table.fidelities[:-1]]
+        rungs = [budgets.index(r) for r in args.rungs] if args.rungs else list(range(len(budgets)))
     else:
         table, source = load(args.csv), args.csv.name
-        rungs = [FIDELITIES.index(r) for r in args.rungs]
+        rungs = [FIDELITIES.index(r) for r in args.rungs or (250, 500, 1000)]
     n = len(table.scores)
     losses = np.stack([-table.scores[:, -1], table.params], axis=1)
     lo, hi = losses.min(axis=0), losses.max(axis=0)
