@@ -157,7 +157,7 @@ def main(argv=None) -> int:
                     r = trainer.run(config, {**hparams, "epochs": epochs}, seed=seed, train_examples=examples)
                     run = {**env, "index": i, "space": ("autopeft", "lora")[i % 2], "config": config.to_dict(),
                            "hparams": hparams, "params": r.params, "examples": examples, "epochs": epochs,
-                           "seed": seed, "score": r.score, "seconds": r.seconds,
+                           "seed": seed, "score": r.score, "loss": r.validation_loss, "seconds": r.seconds,
                            "precision": str(resolve_precision(cfg.proxy.precision, trainer.device) or "fp32")}
                     runs[key] = run
                     if args.log:

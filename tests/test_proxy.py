@@ -222,3 +222,14 @@ def test_bert_pooler_trains_with_the_head_and_is_not_counted_as_adapter_paramete
     for n, p in model.bert.pooler.named_parameters():
         assert p.requires_grad and not torch.equal(p, pooler[n]), n
     assert result.params == count_adapter_params(config, info)
+
+
+def test_validation_loss_is_the_cross_entropy_of_the_scored_predictions(write_study):
+    trainer = _trainer(write_study, measure_memory=False)
+    model, result = trainer.fit(PEFTConfig.from_dict({"lora": {"size": 2, "layers": [0, 1]}}))
+    logits, labels = trainer.logits(model)
+    assert result.validation_loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-4)
+    assert result.score == pytest.approx((logits.argmax(-1) == labels).float().mean().item())
+    stopped = trainer.run(PEFTConfig.from_dict({"lora": {"size": 2, "layers": [0, 1]}}), eval_at=(16,),
+                          on_eval=lambda n, score: False)
+    assert stopped.stopped_at == 16 and stopped.validation_loss is None  # not measured where the run stopped
