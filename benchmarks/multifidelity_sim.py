@@ -105,8 +105,21 @@ def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
     return float(((ref[0] - pts[:, 0]) * gain).sum())
 
 
-def simulate(order, table: Table, eta, rungs: list[int], ref, lo, span, multi):
-    """Cumulative compute and hypervolume after each trial of one arm; ``rungs`` index table.fidelities."""
+#: reference point of the normalised frame (see normalised_losses)
+REF = (1.1, 1.1)
+
+
+def normalised_losses(scores: np.ndarray, log_params: np.ndarray) -> np.ndarray:
+    """(n, 2) losses -score and log10 params, scaled to [0, 1] over the n configurations' ranges: the frame
+    this script and proxy_fidelity.py measure hypervolume in, with reference point REF."""
+    losses = np.stack([-scores, log_params], axis=1)
+    lo, span = losses.min(axis=0), np.ptp(losses, axis=0)
+    return (losses - lo) / np.where(span > 0, span, 1.0)
+
+
+def simulate(order, table: Table, eta, rungs: list[int], points: np.ndarray, multi):
+    """Cumulative compute and hypervolume after each trial of one arm; ``rungs`` index table.fidelities,
+    ``points`` are the configurations' normalised top-fidelity losses."""
     reached: dict[int, list[list[float]]] = {r: [] for r in rungs}
     done_points, spent, trace = [], 0.0, []
     top = len(table.fidelities) - 1
@@ -122,8 +135,8 @@ def simulate(order, table: Table, eta, rungs: list[int], ref, lo, span, multi):
                     break
         spent += table.cost[i, stop] if multi else table.single_cost[i]
         if stop == top:
-            done_points.append([(-table.scores[i, -1] - lo[0]) / span[0], (table.params[i] - lo[1]) / span[1]])
-        trace.append((spent, hypervolume_2d(np.array(done_points), ref) if done_points else 0.0))
+            done_points.append(points[i])
+        trace.append((spent, hypervolume_2d(np.array(done_points), REF) if done_points else 0.0))
     return trace
 
 
@@ -153,18 +166,15 @@ def main(argv=None) -> int:
         table, source = load(args.csv), args.csv.name
         rungs = [FIDELITIES.index(r) for r in args.rungs or (250, 500, 1000)]
     n = len(table.scores)
-    losses = np.stack([-table.scores[:, -1], table.params], axis=1)
-    lo, hi = losses.min(axis=0), losses.max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    ref = (1.1, 1.1)
-    reference = hypervolume_2d((losses - lo) / span, ref)
+    points = normalised_losses(table.scores[:, -1], table.params)
+    reference = hypervolume_2d(points, REF)
     target = args.fraction * reference
     rng = np.random.default_rng(0)
     single, multi = [], []
     for _ in range(args.orders):
         order = rng.permutation(n)
-        single.append(compute_to_reach(simulate(order, table, args.eta, rungs, ref, lo, span, False), target))
-        multi.append(compute_to_reach(simulate(order, table, args.eta, rungs, ref, lo, span, True), target))
+        single.append(compute_to_reach(simulate(order, table, args.eta, rungs, points, False), target))
+        multi.append(compute_to_reach(simulate(order, table, args.eta, rungs, points, True), target))
     reached_multi = [m for m in multi if np.isfinite(m)]
     s_med, m_med = float(np.median(single)), float(np.median(multi))
     rank_tau = kendall_between_fidelities(table.scores)

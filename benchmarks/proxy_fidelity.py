@@ -237,15 +237,12 @@ def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, ful
 def front_hypervolume_share(full: np.ndarray, params: np.ndarray, chosen: np.ndarray) -> float:
     """Hypervolume, at full fidelity, of the configs the proxy put on its front, as a share of the full front's.
 
-    What a user keeps by picking from the proxy's front and refining: over (score, log10 params), normalised to
-    the configs' ranges, reference point 1.1 beyond the worst, as in multifidelity_sim.py.
+    What a user keeps by picking from the proxy's front and refining, in multifidelity_sim's normalised frame.
     """
-    from multifidelity_sim import hypervolume_2d
+    from multifidelity_sim import REF, hypervolume_2d, normalised_losses
 
-    losses = np.c_[-full, np.log10(params + 1.0)]
-    lo, span = losses.min(0), np.ptp(losses, axis=0)
-    norm = (losses - lo) / np.where(span > 0, span, 1.0)
-    return hypervolume_2d(norm[chosen], (1.1, 1.1)) / hypervolume_2d(norm, (1.1, 1.1))
+    norm = normalised_losses(full, np.log10(params + 1.0))
+    return hypervolume_2d(norm[chosen], REF) / hypervolume_2d(norm, REF)
 
 
 if __name__ == "__main__":
