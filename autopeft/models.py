@@ -25,6 +25,8 @@ LOCAL_MODEL_PACKAGES: dict[str, str] = {
 
 #: seconds to wait for the Hugging Face hub to accept a connection before a model id that is not local fails
 HUB_PROBE_S = 3.0
+#: seed of the task head's initialisation when a checkpoint is loaded (see load_model)
+HEAD_INIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,11 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
                          "point 'model' at a folder written by save_pretrained, or give a hub id")
     try:
         tokenizer = _from_pretrained(AutoTokenizer, path)
-        model = _from_pretrained(AutoModelForSequenceClassification, path, **kwargs)
+        # The task head is new and drawn at load time: a fixed seed makes it the same in every process (a
+        # worker, a resumed run, an export), which the study's own seed cannot reach (it is set per trial).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(HEAD_INIT_SEED)
+            model = _from_pretrained(AutoModelForSequenceClassification, path, **kwargs)
     except ModelError:
         raise
     except Exception as exc:  # OSError for a bad id/dir; network errors when the hub is unreachable

@@ -233,3 +233,23 @@ def test_validation_loss_is_the_cross_entropy_of_the_scored_predictions(write_st
     stopped = trainer.run(PEFTConfig.from_dict({"lora": {"size": 2, "layers": [0, 1]}}), eval_at=(16,),
                           on_eval=lambda n, score: False)
     assert stopped.stopped_at == 16 and stopped.validation_loss is None  # not measured where the run stopped
+
+
+def test_a_new_task_head_is_the_same_in_every_load_whatever_the_global_seed(tiny_model_dir, tmp_path):
+    """Workers, resumed runs and exports each load the model: their heads must start alike."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from autopeft.models import load_model
+
+    body = tmp_path / "body"  # a checkpoint without a task head, like sentence-transformers models
+    BertForSequenceClassification.from_pretrained(tiny_model_dir).bert.save_pretrained(body)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(body)
+    heads = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model, _ = load_model(str(body), num_labels=3)
+        after_load = torch.rand(1)
+        torch.manual_seed(seed)
+        assert torch.equal(after_load, torch.rand(1))  # loading leaves the caller's random stream alone
+        heads.append(model.classifier.weight.detach().clone())
+    assert torch.equal(*heads)
