@@ -60,9 +60,11 @@ class TrialRecord:
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        loss = self.attrs.get("measured", {}).get("validation_loss")
         return {"trial": self.number, "state": self.state, "values": self.values, "config": self.config,
                 "hyperparameters": self.hyperparameters, "duration_s": self.duration,
                 "fidelity": self.fidelity, **({"fail_reason": self.fail_reason} if self.fail_reason else {}),
+                **({"validation_loss": loss} if loss is not None else {}),
                 **({"reference": self.attrs["reference"]} if self.attrs.get("reference") else {})}
 
 

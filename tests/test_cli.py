@@ -41,6 +41,7 @@ def test_run_resume_pareto_export(write_study, tmp_path, capsys):
     front = json.loads(capsys.readouterr().out)
     assert front and all({"trial", "values", "config"} <= set(p) for p in front)
     assert set(front[0]["values"]) == {"score", "params", "memory"}
+    assert all(p["validation_loss"] > 0 for p in front if p["state"] == "COMPLETE")
 
     assert main(["pareto", str(study), "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("trial,score,params,memory")
