@@ -112,6 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--shard", default="0/1", help="K/N: this process trains configs i with i %% N == K (N "
                     "processes sharing one --log; the one that finds every config logged prints the summary)")
+    ap.add_argument("--summary", action="store_true", help="train nothing: summarise what --log holds")
     ap.add_argument("--log", type=Path, help="JSON-lines file of finished runs: read (those are skipped), then "
                     "appended to, so a stopped run resumes")
     args = ap.parse_args(argv)
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
         plan = [proxies + fulls[:1]] + [[f] for f in fulls[1:]]
         runs = load_runs(args.log)
         start = time.perf_counter()
-        for fidelities in plan:
+        for fidelities in [] if args.summary else plan:
             for i, (config, hparams) in enumerate(draws):
                 if i % shards != shard:
                     continue
@@ -223,6 +224,11 @@ def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, ful
                 ", ".join(f"within {s} {t:.3f}" for s, t in by_space.items()) +
                 f"); Pareto Jaccard {jaccard:.2f}, recall {recall:.2f}; the proxy front's configs hold "
                 f"{hv_share:.0%} of the full front's hypervolume")
+        losses = [runs[run_key({**env, "index": i, "examples": p[0], "epochs": p[1], "seed": p[2]})].get("loss")
+                  for i in idx]
+        if all(v is not None for v in losses):  # does the proxy's validation loss rank better than its metric?
+            rec["kendall_tau_loss"] = float(kendalltau(-np.array(losses), full).statistic)
+            line += f"; tau of -(proxy validation loss) {rec['kendall_tau_loss']:.3f}"
         if len(seeded) >= 2:  # on the configs every seed has finished
             sub = [j for j, i in enumerate(idx) if i in set(both)]
             mean_full = np.mean([scores(f, [idx[j] for j in sub]) for f in seeded], axis=0)
