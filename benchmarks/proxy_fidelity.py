@@ -195,9 +195,19 @@ def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, ful
         idx = both
         taus = [float(kendalltau(scores(a, idx), scores(b, idx)).statistic)
                 for j, a in enumerate(seeded) for b in seeded[j + 1:]]
-        out["full_seed_tau"] = float(np.mean(taus))
+        first, second = scores(seeded[0], idx), scores(seeded[1], idx)
+        space = np.array([runs[run_key({**env, "index": i, "examples": fulls[0][0], "epochs": fulls[0][1],
+                                        "seed": fulls[0][2]})]["space"] for i in idx])
+        by_space = {s: float(kendalltau(first[space == s], second[space == s]).statistic)
+                    for s in ("autopeft", "lora") if (space == s).sum() > 2}
+        # one run's seed noise (sd of a difference / sqrt 2) against how far apart the configs are
+        noise, spread = float(np.std(first - second, ddof=1) / np.sqrt(2)), float(np.std(first, ddof=1))
+        out.update(full_seed_tau=float(np.mean(taus)), full_seed_tau_by_space=by_space, seed_sd=noise,
+                   config_sd=spread)
         print(f"{task}: full runs of {len(seeded)} seeds agree with each other at Kendall tau {np.mean(taus):.3f} "
-              f"({len(idx)} configs): the ceiling of any proxy's tau with one full run")
+              f"(" + ", ".join(f"within {s} {t:.3f}" for s, t in by_space.items()) + f"; {len(idx)} configs): "
+              f"the ceiling of any proxy's tau with one full run. One run's seed sd {noise:.4f}, the configs' sd "
+              f"{spread:.4f}")
     for p in proxies:
         idx = sorted(have(p) & base)
         if len(idx) < 3:
