@@ -167,16 +167,21 @@ def main(argv=None) -> int:
                     print(f"{task} {i + 1}/{args.configs}: {examples} ex x {epochs:g} ep seed {seed}: params "
                           f"{r.params:>8} score {r.score:.3f} ({r.seconds:.0f}s)", flush=True)
         runs.update(load_runs(args.log))  # what the other shards logged meanwhile
-        out[task] = summarise(task, runs, env, args.configs, proxies, fulls)
+        out[task] = summarise(task, runs, env, args.configs, proxies, fulls, len(trainer.validation))
         out[task]["seconds"] = time.perf_counter() - start
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0
 
 
-def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, fulls: list) -> dict:
+def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, fulls: list, validation_rows: int) -> dict:
     """Print and return tau / Pareto agreement of each proxy budget with the full runs (seed 0, and the mean over
-    seeds when every seed is in), and the full seeds' agreement with each other (the ceiling)."""
+    seeds when every seed is in), and the full seeds' agreement with each other (the ceiling).
+
+    Also tau on the pairs full training resolves: those whose full scores differ by more than twice the sd of a
+    difference of two runs (one run's sd: the seeds' when two are in, else the binomial sd of the metric on
+    ``validation_rows``). Pairs closer than that have no full-fidelity order for a proxy to reproduce.
+    """
     from autopeft.pareto import pareto_mask
 
     def scores(fid, idx):
@@ -190,6 +195,7 @@ def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, ful
     out: dict = {"configs": configs, "full": [list(f) for f in fulls], "proxies": {}}
     base = have(fulls[0])
     seeded = [f for f in fulls if len(have(f) & base) > 2]
+    noise = None
     both = sorted(set.intersection(*(have(f) for f in seeded))) if seeded else []
     if len(seeded) >= 2:
         idx = both
@@ -213,6 +219,8 @@ def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, ful
         if len(idx) < 3:
             continue
         proxy, full = scores(p, idx), scores(fulls[0], idx)
+        run_sd = noise if noise is not None else float(np.sqrt(full.mean() * (1 - full.mean()) / validation_rows))
+        resolved_tau, resolved = tau_on_resolved_pairs(proxy, full, 2 * np.sqrt(2) * run_sd)
         params = np.array([runs[run_key({**env, "index": i, "examples": p[0], "epochs": p[1], "seed": p[2]})]
                            ["params"] for i in idx], dtype=float)
         space = np.array([runs[run_key({**env, "index": i, "examples": p[0], "epochs": p[1], "seed": p[2]})]
@@ -228,12 +236,14 @@ def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, ful
         hv_share = front_hypervolume_share(full, params, front_p)
         rec = {"kendall_tau": tau, "kendall_tau_by_space": by_space, "front_hv_share": hv_share,
                "pareto_jaccard": jaccard, "pareto_recall": recall, "configs": len(idx),
+               "resolved_tau": resolved_tau, "resolved_pairs": resolved, "run_sd": run_sd,
                "proxy_scores": proxy.tolist(), "full_scores": full.tolist(), "params": params.tolist()}
         line = (f"{task}: proxy {p[0]} ex x {p[1]:g} vs full {fulls[0][0]} ex x {fulls[0][1]:g}, "
                 f"{len(idx)}/{configs} configs: Kendall tau {tau:.3f} (" +
                 ", ".join(f"within {s} {t:.3f}" for s, t in by_space.items()) +
                 f"); Pareto Jaccard {jaccard:.2f}, recall {recall:.2f}; the proxy front's configs hold "
-                f"{hv_share:.0%} of the full front's hypervolume")
+                f"{hv_share:.0%} of the full front's hypervolume; tau {resolved_tau:.3f} on the {resolved} of "
+                f"{len(idx) * (len(idx) - 1) // 2} pairs full training resolves (|diff| > {2 * np.sqrt(2) * run_sd:.4f})")
         losses = [runs[run_key({**env, "index": i, "examples": p[0], "epochs": p[1], "seed": p[2]})].get("loss")
                   for i in idx]
         if all(v is not None for v in losses):  # does the proxy's validation loss rank better than its metric?
@@ -248,6 +258,16 @@ def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, ful
         print(line)
         out["proxies"][str(p[0])] = rec
     return out
+
+
+def tau_on_resolved_pairs(proxy: np.ndarray, full: np.ndarray, margin: float) -> tuple[float, int]:
+    """Kendall's tau (concordant minus discordant share) over the config pairs whose full scores differ by more than
+    ``margin``, and how many pairs that is; a proxy tie counts as neither."""
+    i, j = np.triu_indices(len(full), 1)
+    d_full, d_proxy = full[i] - full[j], proxy[i] - proxy[j]
+    keep = np.abs(d_full) > margin
+    agree = np.sign(d_full[keep]) * np.sign(d_proxy[keep])
+    return (float(agree.mean()) if keep.any() else float("nan")), int(keep.sum())
 
 
 def front_hypervolume_share(full: np.ndarray, params: np.ndarray, chosen: np.ndarray) -> float:
