@@ -312,11 +312,9 @@ class ProxyTrainer:
 
     def evaluate_with_loss(self, model: nn.Module, split: EncodedSplit | None = None, cached=None,
                            proxy: ProxyConfig | None = None) -> tuple[float, float]:
-        """The task metric and the mean loss (cross-entropy; squared error for regression) on the validation split.
-
-        The loss is continuous where accuracy counts hits, so it separates configurations that a few hundred
-        validation rows score alike.
-        """
+        """The task metric and the mean loss (cross-entropy; squared error for regression) on the validation split
+        (or ``split``), from one forward pass. The loss is recorded, not optimised: on SST-2 it did not rank
+        configurations better than accuracy (benchmarks/RESULTS.md, session 5)."""
         with self.autocast(proxy):
             logits, labels = self.logits(model, split, cached)
         if self.task.regression:
