@@ -184,13 +184,17 @@ def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, ful
     """
     from autopeft.pareto import pareto_mask
 
+    def key(fid, i):
+        return run_key({**env, "index": i, "examples": fid[0], "epochs": fid[1], "seed": fid[2]})
+
+    def field(fid, idx, name):
+        return [runs[key(fid, i)].get(name) for i in idx]
+
     def scores(fid, idx):
-        return np.array([runs[run_key({**env, "index": i, "examples": fid[0], "epochs": fid[1], "seed": fid[2]})]
-                         ["score"] for i in idx])
+        return np.array(field(fid, idx, "score"))
 
     def have(fid):
-        return {i for i in range(configs)
-                if run_key({**env, "index": i, "examples": fid[0], "epochs": fid[1], "seed": fid[2]}) in runs}
+        return {i for i in range(configs) if key(fid, i) in runs}
 
     out: dict = {"configs": configs, "full": [list(f) for f in fulls], "proxies": {}}
     base = have(fulls[0])
@@ -202,8 +206,7 @@ def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, ful
         taus = [float(kendalltau(scores(a, idx), scores(b, idx)).statistic)
                 for j, a in enumerate(seeded) for b in seeded[j + 1:]]
         first, second = scores(seeded[0], idx), scores(seeded[1], idx)
-        space = np.array([runs[run_key({**env, "index": i, "examples": fulls[0][0], "epochs": fulls[0][1],
-                                        "seed": fulls[0][2]})]["space"] for i in idx])
+        space = np.array(field(fulls[0], idx, "space"))
         by_space = {s: float(kendalltau(first[space == s], second[space == s]).statistic)
                     for s in ("autopeft", "lora") if (space == s).sum() > 2}
         # one run's seed noise (sd of a difference / sqrt 2) against how far apart the configs are
@@ -221,10 +224,7 @@ def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, ful
         proxy, full = scores(p, idx), scores(fulls[0], idx)
         run_sd = noise if noise is not None else float(np.sqrt(full.mean() * (1 - full.mean()) / validation_rows))
         resolved_tau, resolved = tau_on_resolved_pairs(proxy, full, 2 * np.sqrt(2) * run_sd)
-        params = np.array([runs[run_key({**env, "index": i, "examples": p[0], "epochs": p[1], "seed": p[2]})]
-                           ["params"] for i in idx], dtype=float)
-        space = np.array([runs[run_key({**env, "index": i, "examples": p[0], "epochs": p[1], "seed": p[2]})]
-                          ["space"] for i in idx])
+        params, space = np.array(field(p, idx, "params"), dtype=float), np.array(field(p, idx, "space"))
         tau = float(kendalltau(proxy, full).statistic)
         # within one space the proxy ranks one kind's configs; across spaces, kinds must also be calibrated
         by_space = {s: float(kendalltau(proxy[space == s], full[space == s]).statistic)
@@ -244,8 +244,7 @@ def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, ful
                 f"); Pareto Jaccard {jaccard:.2f}, recall {recall:.2f}; the proxy front's configs hold "
                 f"{hv_share:.0%} of the full front's hypervolume; tau {resolved_tau:.3f} on the {resolved} of "
                 f"{len(idx) * (len(idx) - 1) // 2} pairs full training resolves (|diff| > {2 * np.sqrt(2) * run_sd:.4f})")
-        losses = [runs[run_key({**env, "index": i, "examples": p[0], "epochs": p[1], "seed": p[2]})].get("loss")
-                  for i in idx]
+        losses = field(p, idx, "loss")
         if all(v is not None for v in losses):  # does the proxy's validation loss rank better than its metric?
             rec["kendall_tau_loss"] = float(kendalltau(-np.array(losses), full).statistic)
             line += f"; tau of -(proxy validation loss) {rec['kendall_tau_loss']:.3f}"
