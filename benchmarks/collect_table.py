@@ -33,6 +33,18 @@ from problems import benchmark_space
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 FIDELITIES = (250, 500, 1000, 2000)
+
+
+def _trec_coarse() -> dict[str, int]:
+    """TREC's fine labels -> coarse class ids (ABBR, DESC, ENTY, HUM, LOC, NUM)."""
+    if not (SHARED / "TREC").is_dir():
+        return {}
+    fine = {line.split(" ", 1)[0] for f in ("TREC.train", "TREC.test")
+            for line in (SHARED / "TREC" / f).read_text(encoding="latin-1").splitlines() if line.strip()}
+    coarse = sorted({f.split(":")[0] for f in fine})
+    return {f: coarse.index(f.split(":")[0]) for f in sorted(fine)}
+
+
 TASKS = {
     "sst2": dict(type="classification", metric="accuracy",
                  data=dict(train=str(SHARED / "SST-2/train.tsv"), validation=str(SHARED / "SST-2/dev.tsv"),
@@ -40,6 +52,18 @@ TASKS = {
     "rte": dict(type="classification", metric="accuracy",
                 data=dict(train=str(SHARED / "RTE/train.tsv"), validation=str(SHARED / "RTE/dev.tsv"),
                           text="sentence1", text_pair="sentence2", label="label")),
+    # CoLA's files have no header: column 1 is the label, column 3 the sentence
+    "cola": dict(type="classification", metric="mcc",
+                 data=dict(train=str(SHARED / "CoLA/train.tsv"), validation=str(SHARED / "CoLA/dev.tsv"),
+                           header=False, text=3, label=1)),
+    "mrpc": dict(type="classification", metric="accuracy",
+                 data=dict(train=str(SHARED / "MRPC/train.tsv"), validation=str(SHARED / "MRPC/dev.tsv"),
+                           text="#1 String", text_pair="#2 String", label="Quality")),
+    # TREC-6: the fine labels ("LOC:city") mapped to their 6 coarse classes
+    "trec": dict(type="classification", metric="accuracy",
+                 data=dict(train=str(SHARED / "TREC/TREC.train"), validation=str(SHARED / "TREC/TREC.test"),
+                           format="tsv", delimiter=" ", max_columns=2, header=False, encoding="latin-1", text=1,
+                           label=0, label_map=_trec_coarse())),
 }
 SPACES = ("autopeft", "lora")
 COLUMNS = ["row", "task", "space", "values", "config", "hyperparameters", "params", "memory", "memory_estimate",

@@ -43,14 +43,16 @@ def heldout_task(task: dict, rows: int, where: Path) -> dict:
     training ones (scores run higher than on dev; the ranking question is what this is for).
     """
     data = task["data"]
-    lines = Path(data["train"]).read_text(encoding="utf-8").splitlines()
-    header, body = lines[0], list(dict.fromkeys(lines[1:]))  # duplicates would leak into the held-out rows
+    encoding = data.get("encoding", "utf-8")
+    lines = Path(data["train"]).read_text(encoding=encoding).splitlines()
+    head = lines[:1] if data.get("header", True) else []
+    body = list(dict.fromkeys(lines[len(head):]))  # duplicates would leak into the held-out rows
     np.random.default_rng(0).shuffle(body)
     if rows >= len(body):
         raise SystemExit(f"--heldout {rows}: the train split has only {len(body)} unique rows")
     where.mkdir(parents=True, exist_ok=True)
-    (where / "train.tsv").write_text("\n".join([header, *body[rows:]]) + "\n", encoding="utf-8")
-    (where / "heldout.tsv").write_text("\n".join([header, *body[:rows]]) + "\n", encoding="utf-8")
+    (where / "train.tsv").write_text("\n".join([*head, *body[rows:]]) + "\n", encoding=encoding)
+    (where / "heldout.tsv").write_text("\n".join([*head, *body[:rows]]) + "\n", encoding=encoding)
     return {**task, "data": {**data, "train": str(where / "train.tsv"), "validation": str(where / "heldout.tsv")}}
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -128,7 +130,7 @@ def main(argv=None) -> int:
             task=heldout_task(TASKS[task], args.heldout, Path(tempfile.gettempdir()) / f"autopeft-heldout-{task}-"
                               f"{args.heldout}") if args.heldout else TASKS[task],
             search_space={}, proxy=dict(train_examples=min(args.proxy_examples), epochs=1,
-                                        max_length=128 if task == "rte" else 64, batch_size=32, threads=args.threads,
+                                        max_length=128 if task in ("rte", "mrpc") else 64, batch_size=32, threads=args.threads,
                                         measure_memory=False), seed=0))
         trainer = ProxyTrainer(cfg)
         spaces = [benchmark_space(n, trainer.info.num_layers) for n in ("autopeft", "lora")]

@@ -7,7 +7,7 @@ adapters, tokenise, `Trainer.train()`, `Trainer.predict()` — per trial. The au
 `ProxyTrainer.run` (model and tokens loaded once, length-bucketed batches, frozen-prefix activation
 cache, plus one profiled step for the memory objective, which the naive arm does not pay for).
 
-    python benchmarks/proxy_speed.py [--quick] [--json PATH] [--threads 2]
+    python benchmarks/proxy_speed.py [--quick] [--json PATH] [--threads 2] [--precision fp32]
 """
 from __future__ import annotations
 
@@ -87,6 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", type=int, default=10)
     ap.add_argument("--examples", type=int, default=2000)
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="the autopeft arm's proxy.precision (the naive arm trains in fp32)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(args.threads)
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
     cfg = StudyConfig.model_validate(dict(
         name="proxy-speed", model="sentence-transformers/all-MiniLM-L6-v2", task=TASKS["sst2"],
         search_space={}, proxy=dict(train_examples=n_examples, eval_examples=500, epochs=1, max_length=64,
-                                    batch_size=32, threads=args.threads), seed=0))
+                                    batch_size=32, threads=args.threads, precision=args.precision), seed=0))
     trainer = ProxyTrainer(cfg)
     space = benchmark_space("autopeft", trainer.info.num_layers)
     rng = np.random.default_rng(1)
