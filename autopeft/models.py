@@ -27,6 +27,8 @@ LOCAL_MODEL_PACKAGES: dict[str, str] = {
 HUB_PROBE_S = 3.0
 #: seed of the task head's initialisation when a checkpoint is loaded (see load_model)
 HEAD_INIT_SEED = 0
+#: attribute :func:`load_model` sets on a model: the state-dict keys the checkpoint lacked (the new head)
+NEW_KEYS_ATTR = "autopeft_new_keys"
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
         kwargs["problem_type"] = problem_type
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # stderr stays for the one-line errors and our progress log  # the "newly initialized classifier" warning is expected here
+    hf_logging.disable_progress_bar()  # the "newly initialized classifier" report is expected here
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
         raise ModelError(f"model directory '{name}' holds no model (no config.json)",
                          "point 'model' at a folder written by save_pretrained, or give a hub id")
@@ -182,7 +184,9 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
         # worker, a resumed run, an export), which the study's own seed cannot reach (it is set per trial).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(HEAD_INIT_SEED)
-            model = _from_pretrained(AutoModelForSequenceClassification, path, **kwargs)
+            model, loading = _from_pretrained(AutoModelForSequenceClassification, path, output_loading_info=True,
+                                              **kwargs)
+        setattr(model, NEW_KEYS_ATTR, tuple(sorted(loading["missing_keys"])))
     except ModelError:
         raise
     except Exception as exc:  # OSError for a bad id/dir; network errors when the hub is unreachable
@@ -195,6 +199,26 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
         hf_logging.set_verbosity(verbosity)
     architecture_of(model.config)
     return model, tokenizer
+
+
+def draw_head(model: nn.Module, seed: int) -> None:
+    """Re-draw, from ``seed``, the weights the checkpoint did not have (the new task head), in place.
+
+    A refinement seed is meant to vary all of a run's randomness, and a new head's draw is part of it: without
+    this, every seed would start from the head drawn at load. ``HEAD_INIT_SEED`` keeps that head, so a study
+    on the default seed scores as it did before seeds drew heads. Pretrained weights (BERT's pooler) are never
+    touched, and the caller's random stream is left alone.
+    """
+    keys = getattr(model, NEW_KEYS_ATTR, ())
+    if seed == HEAD_INIT_SEED or not keys:
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for owner in sorted({key.rpartition(".")[0] for key in keys}):
+            module = model.get_submodule(owner)
+            for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+                tensor._is_hf_initialized = False  # transformers' init functions skip tensors flagged as loaded
+            model._init_weights(module)
 
 
 def _from_pretrained(loader, path: str, **kwargs):

@@ -23,7 +23,7 @@ from .data import EncodedSplit, TaskData, build_task_data, encode_cached, iter_b
 from .errors import TrialFailed
 from .memory import estimate_step_memory, measure_step_memory
 from .metrics import chance_level, get_metric
-from .models import ModelInfo, load_model, model_info
+from .models import ModelInfo, draw_head, load_model, model_info
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,7 @@ class ProxyTrainer:
         seed = self.cfg.seed if seed is None else seed
         torch.manual_seed(seed)
         model = copy.deepcopy(self.model)
+        draw_head(model, seed)
         by_kind = apply_adapters_by_kind(model, config)
         rates = self.learning_rates(config, proxy)
         groups = [{"params": params, "lr": rates[kind]} for kind, params in by_kind.items()]

@@ -1,6 +1,8 @@
 """The proxy run: activation cache exactness, no weight leaks between trials, determinism."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -253,3 +255,35 @@ def test_a_new_task_head_is_the_same_in_every_load_whatever_the_global_seed(tiny
         assert torch.equal(after_load, torch.rand(1))  # loading leaves the caller's random stream alone
         heads.append(model.classifier.weight.detach().clone())
     assert torch.equal(*heads)
+
+
+def test_each_seed_draws_its_own_new_head_and_seed_0_keeps_the_loaded_one(tiny_model_dir, tmp_path):
+    """Refinement seeds vary the head's draw too; the pretrained pooler and the caller's stream stay as they are."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from autopeft.models import HEAD_INIT_SEED, draw_head, load_model
+
+    body = tmp_path / "body"
+    BertForSequenceClassification.from_pretrained(tiny_model_dir).bert.save_pretrained(body)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(body)
+    loaded, _ = load_model(str(body), num_labels=3)
+    heads = {}
+    for seed in (HEAD_INIT_SEED, 1, 2, 1):
+        model = copy.deepcopy(loaded)
+        torch.manual_seed(123)
+        expected = torch.rand(1)
+        torch.manual_seed(123)
+        draw_head(model, seed)
+        assert torch.equal(torch.rand(1), expected)  # the caller's random stream is left alone
+        assert torch.equal(model.bert.pooler.dense.weight, loaded.bert.pooler.dense.weight)
+        head = model.classifier.weight.detach().clone()
+        assert torch.equal(heads.setdefault(seed, head), head)  # the same seed draws the same head
+        assert torch.count_nonzero(model.classifier.bias) == 0
+    assert torch.equal(heads[HEAD_INIT_SEED], loaded.classifier.weight)
+    assert not torch.equal(heads[1], heads[HEAD_INIT_SEED]) and not torch.equal(heads[1], heads[2])
+    std = model.config.initializer_range
+    assert 0.5 * std < heads[2].std().item() < 2 * std  # drawn like the load-time head, not left at zero
+
+    other, _ = load_model(str(body), num_labels=3)  # another process's load draws seed 1's head alike
+    draw_head(other, 1)
+    assert torch.equal(other.classifier.weight, heads[1])
