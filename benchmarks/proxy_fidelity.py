@@ -27,9 +27,9 @@ from scipy.stats import kendalltau
 
 REPO = Path(__file__).resolve().parents[1]
 #: log keys added later, with the value the older lines were measured with (the pooler trains since session 4)
-OLD_DEFAULTS = {"lr": "searched", "head": ["classifier"], "heldout": 0}
+OLD_DEFAULTS = {"lr": "searched", "head": ["classifier"], "heldout": 0, "head_lr": 2e-3}
 #: what the runs of one experiment share (besides the configuration's index, fidelity and seed)
-ENV_KEYS = ("task", "lr", "head", "heldout")
+ENV_KEYS = ("task", "lr", "head", "heldout", "head_lr")
 #: keys of the paired lines (one proxy and one full run per line) that sessions 2-4 wrote
 PAIR_ONLY = ("proxy", "full", "proxy_s", "full_s", "proxy_examples", "proxy_epochs", "full_examples", "full_epochs")
 
@@ -111,6 +111,10 @@ def main(argv=None) -> int:
                     "space does not search the rate); searched: the rate sampled from the space's range")
     ap.add_argument("--heldout", type=int, default=0, help="score both fidelities on N training rows held out "
                     "from training (0: the dev split)")
+    ap.add_argument("--head-lr", type=float, help="the task head's rate (proxy.head_learning_rate; default: the "
+                    "product's)")
+    ap.add_argument("--full-head-lr", type=float, help="compare the proxies with the full runs logged at this head "
+                    "rate instead (none are trained): does another proxy setting rank the same full runs better?")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--shard", default="0/1", help="K/N: this process trains configs i with i %% N == K (N "
                     "processes sharing one --log; the one that finds every config logged prints the summary)")
@@ -131,11 +135,14 @@ def main(argv=None) -> int:
                               f"{args.heldout}") if args.heldout else TASKS[task],
             search_space={}, proxy=dict(train_examples=min(args.proxy_examples), epochs=1,
                                         max_length=128 if task in ("rte", "mrpc") else 64, batch_size=32, threads=args.threads,
-                                        measure_memory=False), seed=0))
+                                        measure_memory=False,
+                                        **({"head_learning_rate": args.head_lr} if args.head_lr else {})), seed=0))
         trainer = ProxyTrainer(cfg)
         spaces = [benchmark_space(n, trainer.info.num_layers) for n in ("autopeft", "lora")]
         rng = np.random.default_rng(7)
-        env = dict(task=task, lr=args.lr, heldout=args.heldout, head=list(trainer.info.arch.head))
+        env = dict(task=task, lr=args.lr, heldout=args.heldout, head=list(trainer.info.arch.head),
+                   head_lr=cfg.proxy.head_learning_rate)
+        full_env = {**env, "head_lr": args.full_head_lr} if args.full_head_lr else env
         draws = []
         for i in range(args.configs):
             space = spaces[i % 2]
@@ -146,7 +153,7 @@ def main(argv=None) -> int:
         proxies = [(e, args.proxy_epochs, 0) for e in args.proxy_examples]
         fulls = [(args.full_examples, args.full_epochs, s) for s in args.full_seeds]
         # seed 0's full runs first: the proxies' tau needs them, the ceiling needs the other seeds as well
-        plan = [proxies + fulls[:1]] + [[f] for f in fulls[1:]]
+        plan = [proxies + fulls[:1]] + [[f] for f in fulls[1:]] if full_env is env else [proxies]
         runs = load_runs(args.log)
         start = time.perf_counter()
         for fidelities in [] if args.summary else plan:
@@ -169,25 +176,28 @@ def main(argv=None) -> int:
                     print(f"{task} {i + 1}/{args.configs}: {examples} ex x {epochs:g} ep seed {seed}: params "
                           f"{r.params:>8} score {r.score:.3f} ({r.seconds:.0f}s)", flush=True)
         runs.update(load_runs(args.log))  # what the other shards logged meanwhile
-        out[task] = summarise(task, runs, env, args.configs, proxies, fulls, len(trainer.validation))
+        out[task] = summarise(task, runs, env, args.configs, proxies, fulls, len(trainer.validation), full_env)
         out[task]["seconds"] = time.perf_counter() - start
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0
 
 
-def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, fulls: list, validation_rows: int) -> dict:
+def summarise(task: str, runs: dict, env: dict, configs: int, proxies: list, fulls: list, validation_rows: int,
+              full_env: dict | None = None) -> dict:
     """Print and return tau / Pareto agreement of each proxy budget with the full runs (seed 0, and the mean over
     seeds when every seed is in), and the full seeds' agreement with each other (the ceiling).
 
     Also tau on the pairs full training resolves: those whose full scores differ by more than twice the sd of a
     difference of two runs (one run's sd: the seeds' when two are in, else the binomial sd of the metric on
     ``validation_rows``). Pairs closer than that have no full-fidelity order for a proxy to reproduce.
+    The full runs are looked up in ``full_env`` (default: ``env``, the proxies' own).
     """
     from autopeft.pareto import pareto_mask
 
     def key(fid, i):
-        return run_key({**env, "index": i, "examples": fid[0], "epochs": fid[1], "seed": fid[2]})
+        where = (full_env or env) if fid in fulls else env
+        return run_key({**where, "index": i, "examples": fid[0], "epochs": fid[1], "seed": fid[2]})
 
     def field(fid, idx, name):
         return [runs[key(fid, i)].get(name) for i in idx]
