@@ -78,9 +78,17 @@ def load_fidelity_log(path: Path, task: str) -> Table:
     runs = [r for r in load_runs(path).values() if r["task"] == task and r["seed"] == 0]
     if not runs:
         raise SystemExit(f"no '{task}' runs in {path}")
-    # one experiment: the environment of the newest line (the log holds several, e.g. dev vs held-out scores)
-    r0 = runs[-1]
-    runs = [r for r in runs if all(r[k] == r0[k] for k in ENV_KEYS)]
+    # one experiment: the newest environment that trained the log's top fidelity (the log holds several, e.g. dev
+    # vs held-out scores, and proxy-only ones that proxy_fidelity.py compares with another environment's full runs)
+    def env(run):
+        return tuple(json.dumps(run[k]) for k in ENV_KEYS)
+
+    def size(run):
+        return run["examples"] * float(run["epochs"])
+
+    top = max(map(size, runs))
+    r0 = next(r for r in reversed(runs) if size(r) == top)
+    runs = [r for r in runs if env(r) == env(r0)]
     by = {(r["index"], r["examples"], float(r["epochs"])): r for r in runs}
     fids = sorted({(r["examples"], float(r["epochs"])) for r in runs}, key=lambda f: f[0] * f[1])
     idx = sorted(i for i in {r["index"] for r in runs} if all((i, *f) in by for f in fids))
