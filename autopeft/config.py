@@ -66,6 +66,10 @@ class ProxyConfig(_Strict):
     rungs: list[int] = Field(default_factory=list, description="training examples seen at which a trial may "
                                                                "stop early when dominated (MO-ASHA); [] = off")
     reduction_factor: float = Field(3.0, gt=1, description="keep the top 1/eta of the trials at each rung")
+    rung_margin: float | None = Field(None, ge=0, description="a trial outside the top 1/eta still continues "
+                                      "unless another, no worse on the other objectives, beats its rung score by "
+                                      "more than this; default: twice the sd of a difference of two scores on the "
+                                      "validation rows (their sampling noise)")
     threads: int | None = Field(None, ge=1, description="torch threads (default: all cores)")
 
 

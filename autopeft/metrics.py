@@ -14,6 +14,7 @@ Degenerate inputs never give NaN, because a NaN objective would break the search
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -154,6 +155,19 @@ def get_metric(name: str) -> Metric:
     close = difflib.get_close_matches(key, list(METRICS), n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ConfigError(f"unknown metric {name!r}", f"{hint}known metrics: {', '.join(METRICS)}")
+
+
+def sampling_sd(metric_name: str, score: float, rows: int) -> float:
+    """Approximate sd of ``score`` from the sampling of the ``rows`` validation rows it was measured on.
+
+    Accuracy: the binomial sd. Other metrics (F1, MCC, correlations): 1/sqrt(rows), the leading-order sd of a
+    correlation near 0 ((1 - r^2)/sqrt(rows) at most) and of F1 near 0.5. A noise margin, not a confidence interval.
+    """
+    if rows < 1:
+        raise ValueError(f"a score needs at least one row, got {rows}")
+    if get_metric(metric_name).name == "accuracy":
+        return math.sqrt(max(score * (1.0 - score), 1.0 / rows) / rows)
+    return 1.0 / math.sqrt(rows)
 
 
 def chance_level(metric_name: str, labels: np.ndarray) -> float:

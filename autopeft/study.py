@@ -21,6 +21,7 @@ from . import __version__
 from .adapters import PEFTConfig, count_adapter_params, normalise_config
 from .config import StudyConfig, load_study_config
 from .errors import AutoPEFTError, ConfigError, StorageError, TrialFailed
+from .metrics import sampling_sd
 from .objectives import Objective, load_objectives
 from .optimizers import SamplerContext, check_reference_point, derive_reference_point, make_sampler
 from .pareto import pareto_mask
@@ -323,7 +324,8 @@ class Study:
             trial.set_user_attr("rungs", reached)  # peers read it as soon as it is written
             return promote(self._rung_vector(score, config, params, proxy),
                            self._rung_peers(study, trial.number, str(n)),
-                           [o.direction for o in self.objectives], proxy.reduction_factor, names.index("score"))
+                           [o.direction for o in self.objectives], proxy.reduction_factor, names.index("score"),
+                           self._rung_margin(score, proxy))
 
         try:
             result = self.trainer.run(config, hparams, seed=self.cfg.seed, eval_at=rungs,
@@ -342,7 +344,10 @@ class Study:
         trial.set_user_attr("measured", measured)
         if result.stopped_at is not None:
             trial.set_user_attr("fail_reason", f"stopped at rung {result.stopped_at} examples: score "
-                                               f"{result.score:.4f} not in the top 1/{proxy.reduction_factor:g}")
+                                               f"{result.score:.4f} not in the top 1/{proxy.reduction_factor:g}, "
+                                               f"and beaten by more than "
+                                               f"{self._rung_margin(result.score, proxy):.4f} by a trial no "
+                                               f"worse on the other objectives")
             trial.set_user_attr("rung", result.stopped_at)
             study.tell(trial, state=TrialState.PRUNED)
             logger.info("trial %d stopped at rung %d (score %.4f)", trial.number, result.stopped_at, result.score)
@@ -355,6 +360,13 @@ class Study:
             return self._fail(study, trial, f"objective values not finite: {values}")
         study.tell(trial, values)
         return "complete"
+
+    def _rung_margin(self, score: float, proxy) -> float:
+        """How much better another trial's rung score must be to stop this one: ``proxy.rung_margin``, else twice
+        the sd of the difference of two scores on the validation rows."""
+        if proxy.rung_margin is not None:
+            return proxy.rung_margin
+        return 2 * math.sqrt(2) * sampling_sd(self.trainer.metric_name, score, len(self.trainer.validation))
 
     def _rung_vector(self, score: float, config: PEFTConfig, params: int, proxy) -> list[float]:
         """Objective vector at a rung: the rung's score, the rest as known before training
