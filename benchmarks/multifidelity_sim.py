@@ -5,8 +5,10 @@ Replays the tabulated benchmark (benchmarks/data/peft_*.csv: every configuration
 same order for both arms, 50 orders); each arm pays compute in proportion to the examples a trial trains on:
 
 - single fidelity: every trial trains on all 2000 examples;
-- MO-ASHA (autopeft/rungs.py, the code the study runs): a trial reaching rung r continues only if it is in the
-  top 1/eta, by non-dominated sorting over (score at r, params), of the trials that reached r.
+- MO-ASHA (autopeft/rungs.py, the code the study runs): a trial reaching rung r continues if it is in the
+  top 1/eta, by non-dominated sorting over (score at r, params), of the trials that reached r, or if none of
+  them with no more params beats its score by more than the noise margin (the study's default: twice the sd of
+  a difference of two accuracies on ``--validation-rows``); ``--top-only`` replays the rule without the margin.
 
 Hypervolume: score (maximise) x log10(params + 1) (minimise) of the completed trials' full-fidelity scores,
 normalised by the table's bounds, against a fixed reference point; the reference hypervolume is that of
@@ -31,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from autopeft.metrics import sampling_sd  # noqa: E402
 from autopeft.rungs import promote  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +54,7 @@ class Table:
     params: np.ndarray  # (n,) log10(params + 1)
     cost: np.ndarray  # (n, F)
     single_cost: np.ndarray  # (n,)
+    heldout: int = 0  # rows the scores were measured on, when held out from training (0: a dev split)
 
 
 def load(path: Path) -> Table:
@@ -97,7 +101,7 @@ def load_fidelity_log(path: Path, task: str) -> Table:
     seconds = np.array([[by[(i, *f)]["seconds"] for f in fids] for i in idx])
     return Table([f"{e}x{ep:g}" for e, ep in fids], np.array([[by[(i, *f)]["score"] for f in fids] for i in idx]),
                  np.log10(np.array([by[(i, *fids[0])]["params"] for i in idx], dtype=float) + 1),
-                 np.cumsum(seconds, axis=1), seconds[:, -1])
+                 np.cumsum(seconds, axis=1), seconds[:, -1], int(r0.get("heldout") or 0))
 
 
 def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
@@ -125,9 +129,10 @@ def normalised_losses(scores: np.ndarray, log_params: np.ndarray) -> np.ndarray:
     return (losses - lo) / np.where(span > 0, span, 1.0)
 
 
-def simulate(order, table: Table, eta, rungs: list[int], points: np.ndarray, multi):
+def simulate(order, table: Table, eta, rungs: list[int], points: np.ndarray, multi, margin=None):
     """Cumulative compute and hypervolume after each trial of one arm; ``rungs`` index table.fidelities,
-    ``points`` are the configurations' normalised top-fidelity losses."""
+    ``points`` are the configurations' normalised top-fidelity losses; ``margin(score)`` is the promotion's noise
+    margin (None: top 1/eta only)."""
     reached: dict[int, list[list[float]]] = {r: [] for r in rungs}
     done_points, spent, trace = [], 0.0, []
     top = len(table.fidelities) - 1
@@ -136,7 +141,7 @@ def simulate(order, table: Table, eta, rungs: list[int], points: np.ndarray, mul
         if multi:
             for r in rungs:
                 vec = [table.scores[i, r], table.params[i]]
-                ok = promote(vec, reached[r], DIRECTIONS, eta)
+                ok = promote(vec, reached[r], DIRECTIONS, eta, score_margin=margin(vec[0]) if margin else None)
                 reached[r].append(vec)
                 if not ok:
                     stop = r
@@ -164,6 +169,10 @@ def main(argv=None) -> int:
                     "in the fidelity log)")
     ap.add_argument("--orders", type=int, default=50)
     ap.add_argument("--fraction", type=float, default=0.95)
+    ap.add_argument("--validation-rows", type=int, help="rows the rung scores were measured on, for the noise "
+                    "margin (default: the fidelity log's held-out rows, or 872, SST-2's dev split, for a CSV)")
+    ap.add_argument("--rung-margin", type=float, help="a fixed margin instead (proxy.rung_margin)")
+    ap.add_argument("--top-only", action="store_true", help="promote the top 1/eta only (the rule before session 6)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.fidelity_log:
@@ -173,6 +182,15 @@ def main(argv=None) -> int:
     else:
         table, source = load(args.csv), args.csv.name
         rungs = [FIDELITIES.index(r) for r in args.rungs or (250, 500, 1000)]
+    rows = args.validation_rows or (table.heldout if args.fidelity_log else 872)
+    if args.top_only:
+        margin = None
+    elif args.rung_margin is not None:
+        margin = lambda score: args.rung_margin  # noqa: E731
+    elif not rows:
+        raise SystemExit("the log's scores are on the dev split: give its size with --validation-rows")
+    else:
+        margin = lambda score: 2 * np.sqrt(2) * sampling_sd("accuracy", score, rows)  # noqa: E731
     n = len(table.scores)
     points = normalised_losses(table.scores[:, -1], table.params)
     reference = hypervolume_2d(points, REF)
@@ -182,7 +200,7 @@ def main(argv=None) -> int:
     for _ in range(args.orders):
         order = rng.permutation(n)
         single.append(compute_to_reach(simulate(order, table, args.eta, rungs, points, False), target))
-        multi.append(compute_to_reach(simulate(order, table, args.eta, rungs, points, True), target))
+        multi.append(compute_to_reach(simulate(order, table, args.eta, rungs, points, True, margin), target))
     reached_multi = [m for m in multi if np.isfinite(m)]
     s_med, m_med = float(np.median(single)), float(np.median(multi))
     rank_tau = kendall_between_fidelities(table.scores)
@@ -191,7 +209,8 @@ def main(argv=None) -> int:
     print(f"Kendall tau of scores vs the top fidelity ({table.fidelities[-1]}): " +
           ", ".join(f"{f}: {t:.2f}" for f, t in zip(table.fidelities[:-1], rank_tau)))
     print(f"compute (s) to reach {args.fraction:.0%} of it, median over {args.orders} orders: single fidelity "
-          f"{s_med:.0f}, MO-ASHA (rungs {rung_names}, eta {args.eta:g}) {m_med:.0f}; ratio {s_med / m_med:.2f}; "
+          f"{s_med:.0f}, MO-ASHA (rungs {rung_names}, eta {args.eta:g}, "
+          f"{'top 1/eta only' if margin is None else 'with the noise margin'}) {m_med:.0f}; ratio {s_med / m_med:.2f}; "
           f"MO-ASHA reached it in {len(reached_multi)}/{args.orders} orders")
     if args.json:
         args.json.write_text(json.dumps({"configs": n, "single_median_s": s_med, "multi_median_s": m_med,
