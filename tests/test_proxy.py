@@ -287,3 +287,29 @@ def test_each_seed_draws_its_own_new_head_and_seed_0_keeps_the_loaded_one(tiny_m
     other, _ = load_model(str(body), num_labels=3)  # another process's load draws seed 1's head alike
     draw_head(other, 1)
     assert torch.equal(other.classifier.weight, heads[1])
+
+
+@pytest.mark.parametrize("model_type", ["distilbert", "roberta"])
+def test_draw_head_redraws_every_new_head_module_of_other_architectures(model_type, tmp_path):
+    """DistilBERT's head is pre_classifier + classifier, RoBERTa's classifier.dense + out_proj: all are redrawn."""
+    from transformers import AutoTokenizer
+
+    from autopeft.models import NEW_KEYS_ATTR, draw_head, load_model, resolve_model_path
+    from conftest import make_tiny_model
+
+    body = tmp_path / "body"  # a checkpoint without a task head
+    make_tiny_model(model_type).base_model.save_pretrained(body)
+    AutoTokenizer.from_pretrained(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")).save_pretrained(body)
+    loaded, _ = load_model(str(body), num_labels=3)
+    new = getattr(loaded, NEW_KEYS_ATTR)
+    assert new and all(k.startswith(("pre_classifier.", "classifier.")) for k in new)
+    drawn, again = copy.deepcopy(loaded), copy.deepcopy(loaded)
+    draw_head(drawn, 1)
+    draw_head(again, 1)
+    before, after, twice = loaded.state_dict(), drawn.state_dict(), again.state_dict()
+    for key in before:
+        assert torch.equal(after[key], twice[key])  # the same seed draws the same head
+        if key in new and key.endswith("weight"):
+            assert not torch.equal(after[key], before[key]), key
+        elif key not in new:
+            assert torch.equal(after[key], before[key]), key  # the pretrained body is untouched
