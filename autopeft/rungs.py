@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .metrics import sampling_sd
 from .pareto import to_minimisation
 
 
@@ -33,6 +34,12 @@ def nondominated_ranks(values: np.ndarray, directions: Sequence[str]) -> np.ndar
         remaining &= ~current
         front += 1
     return ranks
+
+
+def noise_margin(metric_name: str, score: float, rows: int) -> float:
+    """The default rung margin (``proxy.rung_margin``): twice the sd of the difference of two scores measured on
+    ``rows`` validation rows."""
+    return 2 * math.sqrt(2) * sampling_sd(metric_name, score, rows)
 
 
 def promote(candidate: Sequence[float], peers: Sequence[Sequence[float]], directions: Sequence[str],

@@ -21,11 +21,10 @@ from . import __version__
 from .adapters import PEFTConfig, count_adapter_params, normalise_config
 from .config import StudyConfig, load_study_config
 from .errors import AutoPEFTError, ConfigError, StorageError, TrialFailed
-from .metrics import sampling_sd
 from .objectives import Objective, load_objectives
 from .optimizers import SamplerContext, check_reference_point, derive_reference_point, make_sampler
 from .pareto import pareto_mask
-from .rungs import promote
+from .rungs import noise_margin, promote
 from .space import SearchSpace
 from .storage import default_storage, lost_storage_error, mask_url, open_storage, storage_exists, storage_lost
 from .workers import (POLL_S, StaleTrials, counted_trials, duplicate_of, heartbeat, interrupts_deferred, is_surplus,
@@ -362,11 +361,11 @@ class Study:
         return "complete"
 
     def _rung_margin(self, score: float, proxy) -> float:
-        """How much better another trial's rung score must be to stop this one: ``proxy.rung_margin``, else twice
-        the sd of the difference of two scores on the validation rows."""
+        """How much better another trial's rung score must be to stop this one: ``proxy.rung_margin``, else the
+        sampling noise of a difference of two scores on the validation rows."""
         if proxy.rung_margin is not None:
             return proxy.rung_margin
-        return 2 * math.sqrt(2) * sampling_sd(self.trainer.metric_name, score, len(self.trainer.validation))
+        return noise_margin(self.trainer.metric_name, score, len(self.trainer.validation))
 
     def _rung_vector(self, score: float, config: PEFTConfig, params: int, proxy) -> list[float]:
         """Objective vector at a rung: the rung's score, the rest as known before training

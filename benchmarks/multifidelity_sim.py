@@ -7,8 +7,8 @@ same order for both arms, 50 orders); each arm pays compute in proportion to the
 - single fidelity: every trial trains on all 2000 examples;
 - MO-ASHA (autopeft/rungs.py, the code the study runs): a trial reaching rung r continues if it is in the
   top 1/eta, by non-dominated sorting over (score at r, params), of the trials that reached r, or if none of
-  them with no more params beats its score by more than the noise margin (the study's default: twice the sd of
-  a difference of two accuracies on ``--validation-rows``); ``--top-only`` replays the rule without the margin.
+  them with no more params beats its score by more than the noise margin (the study's default,
+  ``rungs.noise_margin``, on ``--validation-rows``); ``--top-only`` replays the rule without the margin.
 
 Hypervolume: score (maximise) x log10(params + 1) (minimise) of the completed trials' full-fidelity scores,
 normalised by the table's bounds, against a fixed reference point; the reference hypervolume is that of
@@ -33,8 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from autopeft.metrics import sampling_sd  # noqa: E402
-from autopeft.rungs import promote  # noqa: E402
+from autopeft.rungs import noise_margin, promote  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FIDELITIES = (250, 500, 1000, 2000)
@@ -190,7 +189,10 @@ def main(argv=None) -> int:
     elif not rows:
         raise SystemExit("the log's scores are on the dev split: give its size with --validation-rows")
     else:
-        margin = lambda score: 2 * np.sqrt(2) * sampling_sd("accuracy", score, rows)  # noqa: E731
+        from collect_table import TASKS
+
+        metric = TASKS[args.task]["metric"] if args.fidelity_log else "accuracy"  # the CSV tables are SST-2's
+        margin = lambda score: noise_margin(metric, score, rows)  # noqa: E731
     n = len(table.scores)
     points = normalised_losses(table.scores[:, -1], table.params)
     reference = hypervolume_2d(points, REF)

@@ -134,8 +134,8 @@ def main(argv=None) -> int:
             task=heldout_task(TASKS[task], args.heldout, Path(tempfile.gettempdir()) / f"autopeft-heldout-{task}-"
                               f"{args.heldout}") if args.heldout else TASKS[task],
             search_space={}, proxy=dict(train_examples=min(args.proxy_examples), epochs=1,
-                                        max_length=128 if task in ("rte", "mrpc") else 64, batch_size=32, threads=args.threads,
-                                        measure_memory=False,
+                                        max_length=128 if task in ("rte", "mrpc") else 64, batch_size=32,
+                                        threads=args.threads, measure_memory=False,
                                         **({"head_learning_rate": args.head_lr} if args.head_lr else {})), seed=0))
         trainer = ProxyTrainer(cfg)
         spaces = [benchmark_space(n, trainer.info.num_layers) for n in ("autopeft", "lora")]
