@@ -67,7 +67,9 @@ TASKS = {
 }
 SPACES = ("autopeft", "lora")
 COLUMNS = ["row", "task", "space", "values", "config", "hyperparameters", "params", "memory", "memory_estimate",
-           *[f"score_{n}" for n in FIDELITIES], "seconds", "status", "precision"]
+           *[f"score_{n}" for n in FIDELITIES], "seconds", "status", "precision", "validation_rows"]
+#: validation_rows: the rows each score was measured on (500 dev rows for both SST-2 tables; the column was added
+#: after they were collected, from the collector's eval_examples=500), which sets the replay's noise margin
 
 
 def sample_values(space: SearchSpace, rng: np.random.Generator) -> dict:
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
             csv.writer(f).writerow([row, args.task, name, json.dumps(values), json.dumps(config.to_dict()),
                                     json.dumps(hparams), result.params if result else "",
                                     result.memory if result else "", result.memory_estimate if result else "",
-                                    *scores, f"{seconds:.2f}", status, precision])
+                                    *scores, f"{seconds:.2f}", status, precision, len(trainer.validation)])
         logging.info("row %d/%d %s params=%s score@2000=%s %.1fs", row + 1, args.rows, name,
                      result.params if result else "-", scores[-1], seconds)
     if written_rows(args.out) >= set(range(args.rows)):

@@ -8,7 +8,9 @@ same order for both arms, 50 orders); each arm pays compute in proportion to the
 - MO-ASHA (autopeft/rungs.py, the code the study runs): a trial reaching rung r continues if it is in the
   top 1/eta, by non-dominated sorting over (score at r, params), of the trials that reached r, or if none of
   them with no more params beats its score by more than the noise margin (the study's default,
-  ``rungs.noise_margin``, on ``--validation-rows``); ``--top-only`` replays the rule without the margin.
+  ``rungs.noise_margin``, on the rows the scores were measured on: the CSV's ``validation_rows`` column or the
+  fidelity log's held-out rows, unless ``--validation-rows`` overrides it); ``--top-only`` replays the rule
+  without the margin.
 
 Hypervolume: score (maximise) x log10(params + 1) (minimise) of the completed trials' full-fidelity scores,
 normalised by the table's bounds, against a fixed reference point; the reference hypervolume is that of
@@ -53,23 +55,27 @@ class Table:
     params: np.ndarray  # (n,) log10(params + 1)
     cost: np.ndarray  # (n, F)
     single_cost: np.ndarray  # (n,)
-    heldout: int = 0  # rows the scores were measured on, when held out from training (0: a dev split)
+    validation_rows: int = 0  # rows the scores were measured on (0: not recorded)
 
 
 def load(path: Path) -> Table:
     """The tabulated benchmark: scores after 250/500/1000/2000 examples are snapshots of one run, so
     stopping at fidelity f costs that run's seconds times f / 2000."""
-    scores, params, seconds = [], [], []
+    scores, params, seconds, rows = [], [], [], set()
     with path.open() as f:
         for row in csv.DictReader(f):
             if row["status"] != "ok" or not row["score_2000"]:
                 continue
+            rows.add(int(row.get("validation_rows") or 0))
             scores.append([float(row[f"score_{n}"]) for n in FIDELITIES])
             params.append(np.log10(float(row["params"]) + 1))
             seconds.append(float(row["seconds"]))
+    if len(rows) > 1:
+        raise SystemExit(f"{path}: rows scored on different numbers of validation rows {sorted(rows)}")
     seconds = np.array(seconds)
     return Table([str(n) for n in FIDELITIES], np.array(scores), np.array(params),
-                 seconds[:, None] * np.array(FIDELITIES)[None, :] / FIDELITIES[-1], seconds)
+                 seconds[:, None] * np.array(FIDELITIES)[None, :] / FIDELITIES[-1], seconds,
+                 rows.pop() if rows else 0)
 
 
 def load_fidelity_log(path: Path, task: str) -> Table:
@@ -169,7 +175,7 @@ def main(argv=None) -> int:
     ap.add_argument("--orders", type=int, default=50)
     ap.add_argument("--fraction", type=float, default=0.95)
     ap.add_argument("--validation-rows", type=int, help="rows the rung scores were measured on, for the noise "
-                    "margin (default: the fidelity log's held-out rows, or 872, SST-2's dev split, for a CSV)")
+                    "margin (default: the CSV's validation_rows column, or the fidelity log's held-out rows)")
     ap.add_argument("--rung-margin", type=float, help="a fixed margin instead (proxy.rung_margin)")
     ap.add_argument("--top-only", action="store_true", help="promote the top 1/eta only (the rule before session 6)")
     ap.add_argument("--json", type=Path)
@@ -181,13 +187,14 @@ def main(argv=None) -> int:
     else:
         table, source = load(args.csv), args.csv.name
         rungs = [FIDELITIES.index(r) for r in args.rungs or (250, 500, 1000)]
-    rows = args.validation_rows or (table.heldout if args.fidelity_log else 872)
+    rows = args.validation_rows or table.validation_rows
     if args.top_only:
         margin = None
     elif args.rung_margin is not None:
         margin = lambda score: args.rung_margin  # noqa: E731
     elif not rows:
-        raise SystemExit("the log's scores are on the dev split: give its size with --validation-rows")
+        raise SystemExit("the table does not record how many rows its scores were measured on (a fidelity log "
+                         "scored on the dev split, or a CSV without validation_rows): give it with --validation-rows")
     else:
         from collect_table import TASKS
 
@@ -215,7 +222,12 @@ def main(argv=None) -> int:
           f"{'top 1/eta only' if margin is None else 'with the noise margin'}) {m_med:.0f}; ratio {s_med / m_med:.2f}; "
           f"MO-ASHA reached it in {len(reached_multi)}/{args.orders} orders")
     if args.json:
-        args.json.write_text(json.dumps({"configs": n, "single_median_s": s_med, "multi_median_s": m_med,
+        command = " ".join(["python benchmarks/multifidelity_sim.py",
+                            *(str(a) for a in (sys.argv[1:] if argv is None else argv))])
+        args.json.write_text(json.dumps({"command": command, "source": source, "task": args.task if args.fidelity_log else "sst2",
+                                         "eta": args.eta, "rule": "top-only" if margin is None else "noise margin",
+                                         "validation_rows": rows, "configs": n, "single_median_s": s_med,
+                                         "multi_median_s": m_med,
                                          "ratio": s_med / m_med, "multi_reached": len(reached_multi),
                                          "orders": args.orders, "rungs": rung_names,
                                          "kendall_tau": dict(zip(table.fidelities[:-1], rank_tau))}, indent=2))
