@@ -65,7 +65,7 @@ class _Packed:
 
 
 class ActivationCache:
-    """Per (split, layer) hidden states under a byte budget; fp16 storage when fp32 would not fit."""
+    """Per (split, layer) hidden states under a byte budget (fp32; a split that does not fit is not cached)."""
 
     def __init__(self, model: nn.Module, info: ModelInfo, pad_id: int, budget_bytes: int):
         self.model, self.info, self.pad_id, self.budget = model, info, pad_id, budget_bytes
@@ -88,12 +88,11 @@ class ActivationCache:
         per_layer = tokens * self.info.hidden_size
         levels = self.info.num_layers  # inputs of layers 1..L-1 plus the final output (head-only configs)
         free = self.budget - self.bytes
+        # fp32 or nothing: a lower-precision copy would give cached trials other numbers than uncached ones
         if per_layer * 4 * levels <= free:
             dtype = torch.float32
-        elif per_layer * 2 * levels <= free:
-            dtype = torch.float16
         else:
-            logger.info("activation cache for %s skipped: %.0f MB over the budget", key, per_layer * 2 * levels / 1e6)
+            logger.info("activation cache for %s skipped: %.0f MB over the budget", key, per_layer * 4 * levels / 1e6)
             self._skipped.add(key)
             return
         was_training = self.model.training

@@ -243,7 +243,8 @@ def cmd_train(args) -> int:
 
 def render_table(study, front, references=()) -> str:
     """The Pareto front (and the hand-made references, flagged) as an aligned text table."""
-    from .study import format_value, summarise_config
+    from .objectives import format_value
+    from .study import summarise_config
 
     if not front:
         return "no completed trials yet"

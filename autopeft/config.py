@@ -59,8 +59,9 @@ class ProxyConfig(_Strict):
         "auto", description="matmul precision of training and scoring (bf16 autocast; weights, gradients and "
         "optimizer state stay fp32). auto: bf16 where the hardware computes it natively (CUDA with bf16, CPUs "
         "with AVX512-BF16/AMX), else fp32. The memory objective is always measured on an fp32 step")
-    activation_cache: bool = Field(True, description="reuse frozen layers' outputs across trials (exact up to "
-                                                     "dropout in the frozen layers, which is off)")
+    activation_cache: bool = Field(True, description="reuse frozen layers' outputs across trials (exact: the "
+                                                     "frozen layers below the lowest adapted one run without dropout "
+                                                     "in every trial, cached or not)")
     activation_cache_mb: float = Field(1024, ge=0, description="memory budget of that cache")
     token_cache: bool = Field(True, description="cache tokenised splits on disk ($AUTOPEFT_CACHE_DIR)")
     rungs: list[int] = Field(default_factory=list, description="training examples seen at which a trial may "

@@ -46,6 +46,16 @@ class TrialFailed(Exception):
     """A single trial failed (NaN loss, OOM, ...); the study records the reason and goes on."""
 
 
+class OverBudget(Exception):
+    """A trial's measured value breaks a hard budget (``constraints``): it is recorded as infeasible, with the
+    measurement, and never reaches the front. ``measured`` is what was measured (e.g. a ``StepMemory``)."""
+
+    def __init__(self, reason: str, measured=None):
+        super().__init__(reason)
+        self.reason = reason
+        self.measured = measured
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's preemption, ``kill``): stops a study like Ctrl-C (the running trial is marked and
     runs again on resume), but the CLI exits 143 (128 + 15) instead of Ctrl-C's 130."""

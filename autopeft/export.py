@@ -20,6 +20,7 @@ from .adapters.io import save_adapters
 from .config import RecipeConfig, load_recipe
 from .errors import ConfigError
 from .models import load_model
+from .objectives import directions_of
 from .pareto import pick
 from .yamlio import dump_yaml
 
@@ -52,7 +53,10 @@ def recipe(study: "Study", record: "TrialRecord") -> dict[str, Any]:
         "seed": cfg.seed,
         "device": cfg.device,
         "source": {"study": cfg.name, "trial": record.number, "values": record.values,
-                   "fidelity": record.fidelity},
+                   "fidelity": record.fidelity,
+                   # adapter parameters (what PEFT counts) and everything trained (adapters + head)
+                   **{k: record.attrs["measured"][k] for k in ("params", "trainable")
+                      if record.attrs.get("measured", {}).get(k) is not None}},
     }
 
 
@@ -60,7 +64,7 @@ def pick_trial(study: "Study", rule: str) -> "TrialRecord":
     """The completed trial chosen by ``rule`` (knee | max-score | params<=N | memory<=N, see pareto.pick)."""
     done = [r for r in study.trials() if r.state == "COMPLETE" and r.values]
     names = list(done[0].values) if done else [o.name for o in study.objectives]
-    directions = [{o.name: o.direction for o in study.objectives}.get(n, "minimize") for n in names]
+    directions = directions_of(names)
     values = np.array([[r.values[n] for n in names] for r in done], dtype=float).reshape(-1, len(names))
     return done[pick(rule, values, names, directions)]
 
@@ -119,9 +123,12 @@ class TrainedExport:
     examples: int
     epochs: float
     seconds: float
+    params: int = 0
+    trainable: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": self.score, "metric": self.metric, "train_examples": self.examples,
+        return {"score": self.score, "metric": self.metric, "params": self.params, "trainable": self.trainable,
+                "train_examples": self.examples,
                 "epochs": self.epochs, "seconds": round(self.seconds, 2), "config": self.config.to_dict()}
 
 
@@ -163,7 +170,7 @@ def train_recipe(recipe_cfg: RecipeConfig | str | Path, directory: str | Path,
         dump_yaml(recipe_cfg.model_dump(mode="json", exclude_none=True), recipe_path)
     save_adapters(model, config, directory, weights=True)
     trained = TrainedExport(directory, model, config, result.score, trainer.metric_name, result.examples,
-                            result.epochs, result.seconds)
+                            result.epochs, result.seconds, result.params, result.trainable)
     _write_json(directory / RESULT_FILE, trained.to_dict())
     logger.info("%s: %s %.4f after %d examples x %g epoch(s); saved to %s", recipe_cfg.name, trained.metric,
                 trained.score, trained.examples, trained.epochs, directory)

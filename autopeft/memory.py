@@ -1,12 +1,16 @@
-"""Peak training memory of one step: measured (CPU profiler / CUDA allocator) and estimated."""
+"""Peak training memory of one steady-state step, with its composition: measured (CPU profiler / CUDA allocator)
+and estimated."""
 from __future__ import annotations
 
 import logging
 import threading
 import warnings
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import torch
+
+from .errors import TrialFailed
 
 logger = logging.getLogger(__name__)
 
@@ -14,19 +18,74 @@ logger = logging.getLogger(__name__)
 #: crash the process in its teardown
 _PROFILER_LOCK = threading.Lock()
 
+#: the parts a peak is split into, in the order they are shown
+MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "other")
 
-def measure_step_memory(step: Callable[[], None], device: torch.device) -> dict[str, int]:
-    """Run ``step`` once and return ``{"peak": bytes, <category>: bytes at the peak, ...}``.
+#: torch.profiler's tensor categories -> our parts (inputs, temporaries, autograd bookkeeping and
+#: unclassified tensors are "other")
+_PROFILER_PARTS = {"parameter": "weights", "gradient": "gradients", "optimizer_state": "optimizer",
+                   "activation": "activations"}
 
-    CPU: exact tensor accounting from torch.profiler's memory timeline (parameters, gradients,
-    optimizer state, activations, ...), never RSS. CUDA: ``torch.cuda.max_memory_allocated``.
+
+@dataclass(frozen=True)
+class StepMemory:
+    """The peak bytes of one training step and what was alive at that moment (the parts add up to ``peak``)."""
+
+    peak: int
+    breakdown: dict[str, int] = field(default_factory=dict)
+
+
+def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    seen: set[int] = set()
+    total = 0
+    for t in tensors:
+        if torch.is_tensor(t) and id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+def measure_step_memory(step: Callable[[], None], device: torch.device, parameters: Iterable[torch.Tensor] = (),
+                        optimizer: torch.optim.Optimizer | None = None, warmup_steps: int = 1) -> StepMemory:
+    """Run ``step`` ``warmup_steps`` times unmeasured, then once more, and return that last step's peak.
+
+    The warm-up is what makes the step a steady-state one: AdamW allocates its two moments inside the first
+    ``step()``, so a first step never holds them together with the activations.
+
+    CPU: exact tensor accounting from torch.profiler's memory timeline, never RSS; the breakdown is the
+    profiler's classification of the tensors alive at the peak. CUDA: ``max_memory_allocated`` above what was
+    allocated before the warm-up minus the model (``parameters``), which are counted as weights; optimizer state
+    and gradients are counted at their full size and the rest of the peak is activations (temporaries included).
+    Raises TrialFailed when the measurement sees no memory at all (a profiler that recorded nothing must not
+    pass as the best possible value).
     """
+    for _ in range(warmup_steps):
+        step()
     if device.type == "cuda":
+        params = list(parameters)
+        weights = _tensor_bytes(p for p in params if p.device.type == "cuda")
         torch.cuda.synchronize(device)
+        state = _tensor_bytes(v for s in (optimizer.state.values() if optimizer else ()) for v in s.values())
+        # whatever was on the device besides this model and its optimizer (other trials' leftovers) is not ours
+        outside = torch.cuda.memory_allocated(device) - weights - state - _tensor_bytes(
+            p.grad for p in params if p.grad is not None)
         torch.cuda.reset_peak_memory_stats(device)
         step()
         torch.cuda.synchronize(device)
-        return {"peak": int(torch.cuda.max_memory_allocated(device))}
+        peak = int(torch.cuda.max_memory_allocated(device)) - max(outside, 0)
+        grads = _tensor_bytes(p.grad for p in params if p.grad is not None)
+        grads = min(grads, max(peak - weights - state, 0))  # not all gradients need be alive at the peak
+        rest = max(peak - weights - state - grads, 0)
+        breakdown = {"weights": weights, "gradients": grads, "optimizer": state, "activations": rest, "other": 0}
+    else:
+        peak, breakdown = _profile_cpu_step(step)
+    if peak <= 0:
+        raise TrialFailed("memory measurement recorded no allocations (the profiler saw nothing); "
+                          "set proxy.measure_memory: false and drop the memory objective to go on without it")
+    return StepMemory(peak, breakdown)
+
+
+def _profile_cpu_step(step: Callable[[], None]) -> tuple[int, dict[str, int]]:
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import _CATEGORY_TO_INDEX, MemoryProfileTimeline
 
@@ -38,22 +97,22 @@ def measure_step_memory(step: Callable[[], None], device: torch.device) -> dict[
         timeline = MemoryProfileTimeline(prof._memory_profile())
         _, sizes = timeline._coalesce_timeline("cpu")
     if not sizes:
-        return {"peak": 0}
+        return 0, {}
     totals = [sum(s) for s in sizes]
     i = max(range(len(totals)), key=totals.__getitem__)
-    names = ["unknown"] + [(c.name.lower() if c is not None else "unknown") for c in _CATEGORY_TO_INDEX]
-    detail: dict[str, int] = {}
+    names = [None] + [(c.name.lower() if c is not None else None) for c in _CATEGORY_TO_INDEX]
+    breakdown = dict.fromkeys(MEMORY_PARTS, 0)
     for name, value in zip(names, sizes[i]):
-        detail[name] = detail.get(name, 0) + int(value)
-    return {"peak": int(totals[i]), **{k: v for k, v in detail.items() if v}}
+        breakdown[_PROFILER_PARTS.get(name, "other")] += int(value)
+    return int(totals[i]), breakdown
 
 
-#: saved activations per token per trained layer, in floats per unit of hidden size and of FFN size.
-#: Checked against the measured peak of 44 MiniLM/SST-2 configs (batch 32): mean |error| 8 %, max 16 %,
-#: biased 7 % high (benchmarks/RESULTS.md). The activation term is not linear in trained layers, so
-#: deeper fits wait for more architectures in the table.
+#: saved activations per token per trained layer, in floats per unit of hidden size and of FFN size;
+#: fitted to the measured steady-state peaks (see benchmarks/RESULTS.md, "Analytic memory estimate")
 ACT_PER_TOKEN_HIDDEN = 10
 ACT_PER_TOKEN_FFN = 2
+#: saved attention scores/probabilities per (row, head, query, key) per trained layer
+ACT_PER_SCORE = 1
 
 
 def estimate_step_memory(base_params: int, trainable: int, hidden: int, ffn: int, heads: int,
@@ -65,5 +124,5 @@ def estimate_step_memory(base_params: int, trainable: int, hidden: int, ffn: int
     """
     weights = (base_params + trainable) * bytes_per
     grads_and_state = trainable * bytes_per * 3  # gradient + two AdamW moments
-    per_layer = batch * seq * (ACT_PER_TOKEN_HIDDEN * hidden + ACT_PER_TOKEN_FFN * ffn) + batch * heads * seq * seq
+    per_layer = batch * seq * (ACT_PER_TOKEN_HIDDEN * hidden + ACT_PER_TOKEN_FFN * ffn) + ACT_PER_SCORE * batch * heads * seq * seq
     return int(weights + grads_and_state + trained_layers * per_layer * bytes_per)

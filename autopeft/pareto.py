@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import ConfigError
+from .objectives import get_objective
 
 
 def to_minimisation(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -28,13 +29,13 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- hypervolume
-#: how an objective is scaled before hypervolume and knee computations: parameter counts and bytes span decades,
-#: so they are compared in log10 (as the BO engine's scales do)
-OBJECTIVE_SCALES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "params": lambda v: np.log10(np.maximum(v, 1.0)),
-    "memory": lambda v: np.log10(np.maximum(v, 1.0)),
-    "memory_estimate": lambda v: np.log10(np.maximum(v, 1.0)),
-}
+def scale_values(name: str, values: np.ndarray) -> np.ndarray:
+    """Raw values of objective ``name`` on the scale hypervolume and knee are computed on (the registry's: log10
+    for counts and bytes, which span decades, as the BO engine's scales do; identity for unknown names)."""
+    obj = get_objective(name)
+    return obj.scaled(values) if obj else np.asarray(values, dtype=float)
+
+
 #: fraction of the observed range the derived reference point lies beyond the worst value
 REFERENCE_MARGIN = 0.1
 
@@ -42,7 +43,7 @@ REFERENCE_MARGIN = 0.1
 def scaled_losses(values: np.ndarray, names: Sequence[str], directions: Sequence[str]) -> np.ndarray:
     """(n, m) raw objective values -> (n, m) losses on the comparison scale (log10 params, maximised negated)."""
     values = np.asarray(values, dtype=float).reshape(-1, len(names))
-    scaled = np.column_stack([OBJECTIVE_SCALES.get(n, lambda v: v)(values[:, j]) for j, n in enumerate(names)]) \
+    scaled = np.column_stack([scale_values(n, values[:, j]) for j, n in enumerate(names)]) \
         if len(names) else values
     return to_minimisation(scaled, directions)
 
@@ -69,7 +70,7 @@ class HypervolumeFrame:
     def reference_values(self) -> dict[str, float]:
         """The reference point in the objectives' own units (what a user would write)."""
         raw = to_minimisation(self.reference[None, :], self.directions)[0]
-        return {n: float(10 ** v if n in OBJECTIVE_SCALES else v) for n, v in zip(self.names, raw)}
+        return {n: float(get_objective(n).unscaled(v) if get_objective(n) else v) for n, v in zip(self.names, raw)}
 
 
 def reference_from_attrs(stored: Any, names: Sequence[str]) -> np.ndarray | None:
@@ -175,10 +176,12 @@ def _parse_limit(name: str, text: str) -> float:
     from .config import parse_size
 
     text = text.strip()
+    obj = get_objective(name)
+    size = obj is not None and obj.limit == "size"
     try:
-        return parse_size(text) if name.startswith("memory") else float(text.replace("_", ""))
+        return parse_size(text) if size else float(text.replace("_", ""))
     except ValueError:
-        example = "500MB" if name.startswith("memory") else "1e5"
+        example = "500MB" if size else "1e5"
         raise ConfigError(f"'{text}' is not a limit for {name}", f"write e.g. '{name}<={example}'") from None
 
 

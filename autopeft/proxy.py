@@ -20,8 +20,8 @@ from .activation_cache import ActivationCache, cached_batches, start_at_layer
 from .adapters import PEFTConfig, apply_adapters_by_kind, get_adapter_kind
 from .config import ProxyConfig, StudyConfig
 from .data import EncodedSplit, TaskData, build_task_data, encode_cached, iter_batches
-from .errors import TrialFailed
-from .memory import estimate_step_memory, measure_step_memory
+from .errors import OverBudget, TrialFailed
+from .memory import StepMemory, estimate_step_memory, measure_step_memory
 from .metrics import chance_level, get_metric
 from .models import ModelInfo, draw_head, load_model, model_info
 
@@ -41,6 +41,7 @@ class ProxyResult:
     """What one proxy run measured. ``score`` is on the validation split."""
 
     score: float
+    #: adapter parameters (what PEFT counts on the export); the whole body for full fine-tuning
     params: int
     memory: int | None
     memory_estimate: int
@@ -50,7 +51,12 @@ class ProxyResult:
     examples: int
     epochs: float
     chance: float
-    memory_detail: dict[str, int] = field(default_factory=dict)
+    #: every parameter the trial trains: the adapters plus the task head (and BERT's pooler)
+    trainable: int = 0
+    #: what was alive at the memory peak, in bytes: weights, gradients, optimizer, activations, other
+    memory_breakdown: dict[str, int] = field(default_factory=dict)
+    #: [rows, tokens] of the batch the memory was measured on
+    memory_batch: list[int] | None = None
     #: validation score after N training examples (learning-curve snapshots, when ``eval_at`` was given)
     curve: dict[int, float] = field(default_factory=dict)
     #: the lowest adapted layer when the frozen layers below it were served from the activation cache
@@ -61,7 +67,8 @@ class ProxyResult:
     validation_loss: float | None = None
 
     def objectives(self) -> dict[str, float]:
-        return {"score": self.score, "params": self.params, "memory": self.memory, "memory_estimate": self.memory_estimate}
+        return {"score": self.score, "params": self.params, "trainable": self.trainable, "memory": self.memory,
+                "memory_estimate": self.memory_estimate}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +89,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        # emulated bf16 counts as supported by default, and is slower than fp32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else None
     if device.type == "cpu":
         try:
             return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
@@ -140,26 +148,33 @@ class ProxyTrainer:
         rate = (proxy or self.cfg.proxy).learning_rate
         return {k: rate or get_adapter_kind(k).default_lr for k in config.modules}
 
-    def estimate_memory(self, config: PEFTConfig, params: int, proxy: ProxyConfig | None = None) -> int:
+    def estimate_memory(self, config: PEFTConfig, params: int, proxy: ProxyConfig | None = None,
+                        full_finetune: bool = False) -> int:
+        """Analytic peak memory of the step ``measure_memory`` measures (same batch), known before training."""
         proxy = proxy or self.cfg.proxy
-        lowest = min((min(s.layers) for s in config.modules.values()), default=self.info.num_layers)
-        head = sum(p.numel() for n in self.info.arch.head for p in self.model.get_submodule(n).parameters())
-        seq = int(np.mean([len(x) for x in self.train.input_ids])) if len(self.train) else proxy.max_length
+        head = self.head_params()
+        rows, width = self.widest_batch_shape(proxy)
         return estimate_step_memory(self.info.base_params + head, params + head, self.info.hidden_size,
                                     self.info.intermediate_size, self.info.num_heads,
-                                    self.info.num_layers - lowest, proxy.batch_size, seq)
+                                    self.info.num_layers - self.lowest_trained_layer(config, full_finetune),
+                                    rows, width)
+
+    def head_params(self) -> int:
+        """Parameters every trial trains besides its adapters: the new task head (and BERT's pooler)."""
+        return sum(p.numel() for n in self.info.arch.head for p in self.model.get_submodule(n).parameters())
 
     # ------------------------------------------------------------------ the run
     def run(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
             train_examples: int | None = None, eval_at: Sequence[int] = (),
-            full_finetune: bool = False, on_eval: Callable[[int, float], bool] | None = None) -> ProxyResult:
+            full_finetune: bool = False, on_eval: Callable[[int, float], bool] | None = None,
+            memory_limit: float | None = None) -> ProxyResult:
         """Like :meth:`fit`, without keeping the trained model."""
-        return self.fit(config, hparams, seed, train_examples, eval_at, full_finetune, on_eval)[1]
+        return self.fit(config, hparams, seed, train_examples, eval_at, full_finetune, on_eval, memory_limit)[1]
 
     def fit(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
             train_examples: int | None = None, eval_at: Sequence[int] = (),
-            full_finetune: bool = False,
-            on_eval: Callable[[int, float], bool] | None = None) -> tuple[nn.Module, ProxyResult]:
+            full_finetune: bool = False, on_eval: Callable[[int, float], bool] | None = None,
+            memory_limit: float | None = None) -> tuple[nn.Module, ProxyResult]:
         """Train ``config`` on a fresh copy of the base model and score it on the validation split.
 
         Returns the trained model (adapters in place) and what the run measured.
@@ -168,82 +183,57 @@ class ProxyTrainer:
         recorded (``result.curve``), so one run yields scores at several fidelities; ``on_eval(n, score)``
         is called after each and returning False stops the run there (``result.stopped_at``). ``full_finetune``
         trains every weight (the reference point adapters are compared with); ``params`` is then the whole body.
+        With ``memory_limit`` (bytes) a measured peak above it raises OverBudget before any training.
         Raises TrialFailed (NaN/inf loss, out of memory) with a reason the study records.
         """
         start = time.perf_counter()
         proxy = self.settings(hparams)
         seed = self.cfg.seed if seed is None else seed
-        torch.manual_seed(seed)
-        model = copy.deepcopy(self.model)
-        draw_head(model, seed)
-        by_kind = apply_adapters_by_kind(model, config)
-        rates = self.learning_rates(config, proxy)
-        groups = [{"params": params, "lr": rates[kind]} for kind, params in by_kind.items()]
-        if full_finetune:
-            head = {id(p) for n in self.info.arch.head for p in model.get_submodule(n).parameters()}
-            groups = [{"params": [p.requires_grad_(True) for p in model.parameters() if id(p) not in head],
-                       "lr": (hparams or {}).get("learning_rate") or FULL_FINETUNE_LR}]  # not the adapters' rate
-        adapter_ids = {id(p) for g in groups for p in g["params"]}
-        n_params = sum(p.numel() for g in groups for p in g["params"])
-        model.to(self.device)
-        head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
-        groups.append({"params": head_params, "lr": proxy.head_learning_rate})
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=proxy.weight_decay)
         n_examples = min(train_examples or proxy.train_examples, len(self.train))
         train = self.train.subset(n_examples, seed)
+        memory = None
+        if proxy.measure_memory:
+            memory = self.measure_memory(config, hparams, seed, full_finetune)
+            if memory_limit is not None and memory.peak > memory_limit:
+                raise OverBudget(f"infeasible: measured memory {memory.peak} B > max_memory {memory_limit:.0f} B",
+                                 memory)
+        model, groups, optimizer = self._build(config, hparams, seed, full_finetune)
+        n_params = sum(p.numel() for g in groups[:-1] for p in g["params"])
+        n_trainable = sum(p.numel() for g in groups for p in g["params"])
         steps_per_epoch = math.ceil(len(train) / proxy.batch_size)
         total_steps = max(1, math.ceil(steps_per_epoch * proxy.epochs))
         warmup = int(total_steps * proxy.warmup_ratio)
         # Constant after warm-up: a short proxy with decay-to-zero can stay at chance (measured, see issue 5).
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0)
-        memory: dict[str, int] = {}
         losses: list[float] = []
         curve: dict[int, float] = {}
         pending = sorted(n for n in eval_at if n < len(train) * proxy.epochs)
         # Layers below the lowest adapted one are frozen and adapter-free: reuse their cached output.
-        k = 0 if full_finetune else min((min(s.layers) for s in config.modules.values()),
-                                        default=self.info.num_layers)
+        k = self.lowest_trained_layer(config, full_finetune)
         cached = self._cached_inputs(train, n_examples, seed, k, proxy)
         tail = start_at_layer(model, self.info, k) if cached else nullcontext()
+        step_fn = self._step_fn(model, optimizer, groups, proxy)
+        step = 0
 
-        precision = self.autocast(proxy)
-
-        def train_step(batch: dict[str, torch.Tensor], precision=precision) -> None:
-            optimizer.zero_grad(set_to_none=True)
-            with precision:
-                loss = model(**batch).loss.float()
-            if not torch.isfinite(loss):
-                raise TrialFailed(f"loss is {loss.item()} at step {step + 1}/{total_steps}")
-            loss.backward()
-            if proxy.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], proxy.max_grad_norm)
-            optimizer.step()
+        def train_step(batch: dict[str, torch.Tensor]) -> None:
+            loss = step_fn(batch)
+            if not math.isfinite(loss):
+                raise TrialFailed(f"loss is {loss} at step {step + 1}/{total_steps}")
             scheduler.step()
-            losses.append(loss.item())
+            losses.append(loss)
             recent, first = np.mean(losses[-3:]), max(losses[0], 0.1)  # floor: a near-zero start is no yardstick
             if len(losses) >= 4 and recent > DIVERGENCE_FACTOR * first:
                 raise TrialFailed(f"diverged: loss {recent:.4g} at step {step + 1}/{total_steps}, more than "
                                   f"{DIVERGENCE_FACTOR:g}x its start ({first:.4g}); lower the learning rate")
 
-        model.train()
-        step = 0
         stopped_at: int | None = None
         try:
-            if proxy.measure_memory:
-                # Measured on the full model so the number is the config's true training memory, cache or not.
-                first = next(iter_batches(train, proxy.batch_size, self.pad_id, shuffle=True, seed=seed))
-                first.pop("index", None)
-                # fp32, whatever the proxy's precision: the objective is the memory of a plain training step
-                memory = measure_step_memory(lambda: train_step(self._to(first), nullcontext()), self.device)
-                step = 1
             with tail:
+                self.train_mode(model, k, cached is not None)
                 epoch = 0
                 while step < total_steps:
-                    batches = self._batches(train, cached, proxy.batch_size, shuffle=True, seed=seed + epoch)
-                    if epoch == 0:
-                        batches = itertools.islice(batches, step, None)
-                    for batch in batches:
+                    for batch in self._batches(train, cached, proxy.batch_size, shuffle=True, seed=seed + epoch):
                         if step >= total_steps:
                             break
                         train_step(self._to(batch))
@@ -252,7 +242,7 @@ class ProxyTrainer:
                         for n in pending:
                             if seen >= n and n not in curve:
                                 curve[n] = self.evaluate(model, cached=cached, proxy=proxy)
-                                model.train()
+                                self.train_mode(model, k, cached is not None)
                                 if on_eval is not None and not on_eval(n, curve[n]):
                                     stopped_at = n
                         if stopped_at is not None:
@@ -271,15 +261,113 @@ class ProxyTrainer:
         if not math.isfinite(score):
             raise TrialFailed(f"validation {self.metric_name} is {score}")
         return model, ProxyResult(
-            score=float(score), validation_loss=validation_loss, params=int(n_params), memory=memory.get("peak"),
-            memory_estimate=self.estimate_memory(config, n_params, proxy),
+            score=float(score), validation_loss=validation_loss, params=int(n_params), trainable=int(n_trainable),
+            memory=memory.peak if memory else None,
+            memory_estimate=self.estimate_memory(config, n_params, proxy, full_finetune),
             seconds=time.perf_counter() - start, train_loss=float(np.mean(losses[-20:])) if losses else float("nan"),
             steps=step, examples=len(train), epochs=proxy.epochs, chance=self.chance,
-            memory_detail={k: v for k, v in memory.items() if k != "peak"},
+            memory_breakdown=dict(memory.breakdown) if memory else {},
+            memory_batch=list(self.widest_batch_shape(proxy)) if memory else None,
             curve={**curve, int(len(train) * proxy.epochs): float(score)} if stopped_at is None else curve,
             stopped_at=stopped_at,
             cached_from_layer=k if cached else None,
         )
+
+    def lowest_trained_layer(self, config: PEFTConfig, full_finetune: bool = False) -> int:
+        """The lowest layer a trial trains (its lowest adapted layer; 0 for full fine-tuning; L for head-only)."""
+        if full_finetune:
+            return 0
+        return min((min(s.layers) for s in config.modules.values()), default=self.info.num_layers)
+
+    def train_mode(self, model: nn.Module, k: int, cached: bool = False) -> None:
+        """Training mode for layers k.. and the head; the frozen embeddings and layers below k stay in eval mode.
+
+        One dropout regime for every trial: with the activation cache those modules do not run at all (their
+        output was computed once, dropout off), so without it they must not drop anything either, or a trial's
+        regime would depend on its lowest adapted layer and on whether the cache fitted. Full fine-tuning
+        (k = 0 and trained embeddings) keeps dropout everywhere.
+        """
+        model.train()
+        if cached or k == 0 and any(p.requires_grad for p in model.get_submodule(self.info.arch.embeddings)
+                                    .parameters()):
+            return
+        model.get_submodule(self.info.arch.embeddings).eval()
+        layers = model.get_submodule(self.info.arch.layers)
+        for layer in list(layers)[:k]:
+            layer.eval()
+
+    def _build(self, config: PEFTConfig, hparams: dict[str, Any] | None, seed: int,
+               full_finetune: bool) -> tuple[nn.Module, list[dict[str, Any]], torch.optim.Optimizer]:
+        """A fresh copy of the base model with ``config``'s adapters (or everything) trainable, on the device,
+        and its AdamW. The last parameter group is what every trial trains besides the adapters (task head,
+        and BERT's pooler): all groups together are the trial's trainable parameters."""
+        proxy = self.settings(hparams)
+        torch.manual_seed(seed)
+        model = copy.deepcopy(self.model)
+        draw_head(model, seed)
+        by_kind = apply_adapters_by_kind(model, config)
+        rates = self.learning_rates(config, proxy)
+        groups = [{"params": params, "lr": rates[kind]} for kind, params in by_kind.items()]
+        if full_finetune:
+            head = {id(p) for n in self.info.arch.head for p in model.get_submodule(n).parameters()}
+            groups = [{"params": [p.requires_grad_(True) for p in model.parameters() if id(p) not in head],
+                       "lr": (hparams or {}).get("learning_rate") or FULL_FINETUNE_LR}]  # not the adapters' rate
+        adapter_ids = {id(p) for g in groups for p in g["params"]}
+        model.to(self.device)
+        head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
+        groups.append({"params": head_params, "lr": proxy.head_learning_rate})
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=proxy.weight_decay)
+        return model, groups, optimizer
+
+    def _step_fn(self, model: nn.Module, optimizer: torch.optim.Optimizer, groups: list[dict[str, Any]],
+                 proxy: ProxyConfig, precision=None) -> Callable[[dict[str, torch.Tensor]], float]:
+        """One optimizer step on a batch; returns the loss (not checked: the caller decides what is fatal)."""
+        trained = [p for g in groups for p in g["params"]]
+        precision = precision if precision is not None else self.autocast(proxy)
+
+        def step(batch: dict[str, torch.Tensor]) -> float:
+            optimizer.zero_grad(set_to_none=True)
+            with precision:
+                loss = model(**batch).loss.float()
+            loss.backward()
+            if proxy.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(trained, proxy.max_grad_norm)
+            optimizer.step()
+            return loss.item()
+
+        return step
+
+    def widest_batch_shape(self, proxy: ProxyConfig | None = None) -> tuple[int, int]:
+        """(rows, tokens) of the batch memory is measured on: the ``batch_size`` longest training rows."""
+        proxy = proxy or self.cfg.proxy
+        rows = min(proxy.batch_size, len(self.train))
+        return rows, max(self.train.lengths, default=1)
+
+    def measure_memory(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
+                       full_finetune: bool = False) -> StepMemory:
+        """Peak memory of a steady-state training step of ``config``, with its composition.
+
+        The same step for every trial: the whole model (no activation cache), fp32, optimizer state already
+        allocated, on the widest batch the training split can give (``widest_batch_shape``), so that the figure
+        depends on the configuration alone and not on which length bucket a trial happens to meet first. Runs on
+        a throwaway copy under a forked random stream, so the trial's own training is untouched.
+        """
+        proxy = self.settings(hparams)
+        seed = self.cfg.seed if seed is None else seed
+        longest = sorted(range(len(self.train)), key=lambda i: -self.train.lengths[i])[:proxy.batch_size]
+        batch = self._to(next(iter_batches(self.train.select(longest), proxy.batch_size, self.pad_id,
+                                           shuffle=False, seed=0)))
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            model, groups, optimizer = self._build(config, hparams, seed, full_finetune)
+            model.train()
+            step = self._step_fn(model, optimizer, groups, proxy, precision=nullcontext())
+            try:
+                return measure_step_memory(lambda: step(batch), self.device, model.parameters(), optimizer)
+            except torch.OutOfMemoryError as exc:
+                raise TrialFailed(f"out of memory in the memory-measuring step: {str(exc).splitlines()[0]}") from None
+            finally:
+                del model, optimizer
 
     def autocast(self, proxy: ProxyConfig | None = None):
         """The autocast context of ``proxy.precision`` (a no-op for fp32)."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .objectives import format_value, get_objective
 from .pareto import (
     REFERENCE_MARGIN,
     HypervolumeFrame,
@@ -43,10 +44,6 @@ logger = logging.getLogger(__name__)
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboards"
 #: user attrs of a trial that name the group it belongs to when a study compares optimizers or seeds
 GROUP_ATTRS = ("optimizer", "seed")
-#: axis titles and display scales per objective
-UNITS = {"memory": ("peak memory (MiB)", 2.0**-20), "memory_estimate": ("estimated memory (MiB)", 2.0**-20),
-         "params": ("trainable parameters", 1.0), "score": ("score", 1.0)}
-LOG_AXES = {"params"}
 COLORS = {"front": "#1f77b4", "dominated": "#9aa5b1", "reference": "#d62728"}
 
 
@@ -66,6 +63,8 @@ class Point:
     reference: str | None = None  # name of a hand-made reference configuration, None for searched trials
     group: str = ""
     params_pct: float | None = None
+    trainable: int | None = None  # every trained parameter (adapters + head), whether or not an objective
+    memory_breakdown: dict[str, int] = field(default_factory=dict)  # bytes alive at the measured memory peak
 
 
 @dataclass
@@ -183,7 +182,8 @@ def _point(trial: "optuna.trial.FrozenTrial", names: Sequence[str]) -> Point:
             if reference else None
     return Point(trial.number, dict(zip(names, trial.values)), attrs.get("config") or {},
                  attrs.get("hyperparameters") or {}, dict(trial.params), attrs.get("fidelity"), seen,
-                 reference=reference, params_pct=measured.get("params_pct"))
+                 reference=reference, params_pct=measured.get("params_pct"), trainable=measured.get("trainable"),
+                 memory_breakdown=measured.get("memory_breakdown") or {})
 
 
 def _reference_points(study: "Study", optuna_study: "optuna.Study", names: Sequence[str]) -> list[Point]:
@@ -290,9 +290,9 @@ def get_parallel_info(points: Sequence[Point], names: Sequence[str]) -> Parallel
         if len(set(values)) > 1:  # a constant axis says nothing
             dims.append((k, values, labels))
     for n in names:
-        label, scale = UNITS.get(n, (n, 1.0))
+        label, scale = _unit(n)
         values = [p.values[n] * scale for p in pts]
-        if n in LOG_AXES:
+        if _log_axis(n):
             values, label = [math.log10(max(v, 1.0)) for v in values], f"log10 {label}"
         dims.append((label, values, None))
     color_name = "score" if "score" in names else names[0]
@@ -326,27 +326,47 @@ def get_effect_info(points: Sequence[Point], names: Sequence[str]) -> EffectInfo
 
 
 # ============================================================================ draw it
+def _unit(name: str) -> tuple[str, float]:
+    """Axis title and the factor from raw values to its unit (the objective registry's)."""
+    obj = get_objective(name)
+    return (obj.unit or name, obj.display) if obj else (name, 1.0)
+
+
+def _log_axis(name: str) -> bool:
+    obj = get_objective(name)
+    return bool(obj and obj.log_axis)
+
+
 def _axis(name: str, points: Sequence[Point] = ()) -> dict[str, Any]:
-    label, _ = UNITS.get(name, (name, 1.0))
-    if name in LOG_AXES and any(p.values[name] <= 0 for p in points):
+    label, _ = _unit(name)
+    if _log_axis(name) and any(p.values[name] <= 0 for p in points):
         label += " (0 drawn at 1)"
-    return {"title": {"text": label}, **({"type": "log"} if name in LOG_AXES else {})}
+    return {"title": {"text": label}, **({"type": "log"} if _log_axis(name) else {})}
 
 
 def _scaled(p: Point, name: str) -> float:
-    value = p.values[name] * UNITS.get(name, (name, 1.0))[1]
+    value = p.values[name] * _unit(name)[1]
     # a log axis cannot show 0 (a head-only configuration adds no parameters): draw it at 1, hover tells the truth
-    return max(value, 1.0) if name in LOG_AXES else value
+    return max(value, 1.0) if _log_axis(name) else value
+
+
+def memory_breakdown_text(breakdown: dict[str, int]) -> str:
+    """``weights 86.9 + gradients 0.0 + ... MiB``: the parts of a measured memory peak, in MiB."""
+    from .memory import MEMORY_PARTS
+
+    return " + ".join(f"{k} {breakdown.get(k, 0) / 2**20:.1f}" for k in MEMORY_PARTS) + " MiB" if breakdown else ""
 
 
 def _hover(p: Point, names: Sequence[str]) -> str:
-    from .study import format_value
-
     head = f"<b>{html.escape(p.reference)}</b>" if p.reference else f"<b>trial {p.number}</b>"
     lines = [head + (" (Pareto)" if p.on_front else " (dominated)")]
     lines += [f"{n}: {format_value(n, p.values[n])}" for n in names]
     if p.params_pct is not None:
         lines.append(f"params: {p.params_pct:.3f}% of the model")
+    if p.trainable is not None and "trainable" not in names:
+        lines.append(f"trainable (adapters + head): {p.trainable:,}")
+    if p.memory_breakdown:
+        lines.append(f"memory at the peak: {memory_breakdown_text(p.memory_breakdown)}")
     lines.append(f"fidelity: {html.escape(p.fidelity or 'unknown')}")
     if p.group:
         lines.append(html.escape(p.group))
@@ -489,7 +509,6 @@ def build_report(study: "Study", compare: Sequence[str] = ()) -> ReportData:
     """Read the study (and the studies named in ``compare``, same storage) and compute every figure."""
     import optuna
 
-    from .study import format_value
 
     optuna_study = study.load()
     names = list(optuna_study.user_attrs.get("objectives") or [o.name for o in study.objectives])
@@ -498,7 +517,8 @@ def build_report(study: "Study", compare: Sequence[str] = ()) -> ReportData:
     trials = optuna_study.get_trials(deepcopy=False)
     counts: dict[str, int] = {}
     for t in trials:
-        state = "infeasible" if t.user_attrs.get("infeasible") else t.state.name.lower()
+        state = "infeasible" if t.user_attrs.get("infeasible") or t.user_attrs.get("over_budget") \
+            else t.state.name.lower()
         counts[state] = counts.get(state, 0) + 1
 
     series: dict[str, list[Point]] = {}
@@ -555,13 +575,16 @@ def build_report(study: "Study", compare: Sequence[str] = ()) -> ReportData:
 
     study_arg = shlex.quote(study.cfg.source) if study.cfg.source != "<inline>" else "STUDY"
     front = sorted((p for p in points if p.on_front), key=lambda p: -p.values.get("score", 0.0))
-    columns = ["trial", *names, "% of model", "fidelity", "configuration", "export"]
+    columns = ["trial", *names, "% of model", *([] if "trainable" in names else ["trainable"]),
+               "memory at the peak", "fidelity", "configuration", "export"]
     rows = []
     for p in front:
         export = "(hand-made reference)" if p.reference else \
             f"autopeft export {study_arg} --trial {p.number} -o export/trial-{p.number}"
         rows.append([p.reference or p.number, *[p.values[n] for n in names],
-                     None if p.params_pct is None else round(p.params_pct, 4), p.fidelity or "",
+                     None if p.params_pct is None else round(p.params_pct, 4),
+                     *([] if "trainable" in names else [p.trainable]), memory_breakdown_text(p.memory_breakdown),
+                     p.fidelity or "",
                      _summary(p), export])
     last = max((t.datetime_complete.timestamp() for t in trials if t.datetime_complete), default=0.0)
     summary = [("study", study.cfg.name), ("model", str(optuna_study.user_attrs.get("model", study.cfg.model))),

@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 from . import __version__
 from .adapters import PEFTConfig, count_adapter_params, normalise_config
 from .config import StudyConfig, load_study_config
-from .errors import AutoPEFTError, ConfigError, StorageError, TrialFailed
-from .objectives import Objective, load_objectives
+from .errors import AutoPEFTError, ConfigError, OverBudget, StorageError, TrialFailed
+from .objectives import Objective, directions_of, format_value, load_objectives
 from .optimizers import SamplerContext, check_reference_point, derive_reference_point, make_sampler
 from .pareto import pareto_mask
 from .rungs import noise_margin, promote
@@ -60,11 +60,15 @@ class TrialRecord:
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        loss = self.attrs.get("measured", {}).get("validation_loss")
+        measured = self.attrs.get("measured", {})
+        loss = measured.get("validation_loss")
+        extra = {k: measured[k] for k in ("params", "trainable", "memory_breakdown", "memory_batch")
+                 if measured.get(k) not in (None, {})}
         return {"trial": self.number, "state": self.state, "values": self.values, "config": self.config,
                 "hyperparameters": self.hyperparameters, "duration_s": self.duration,
                 "fidelity": self.fidelity, **({"fail_reason": self.fail_reason} if self.fail_reason else {}),
                 **({"validation_loss": loss} if loss is not None else {}),
+                **({"measured": extra} if extra else {}),
                 **({"reference": self.attrs["reference"]} if self.attrs.get("reference") else {})}
 
 
@@ -106,9 +110,13 @@ class Study:
         self.joined = joined
         self.storage_url = storage or default_storage(cfg.storage, cfg.name)
         self.objectives: list[Objective] = load_objectives(cfg.objectives, cfg.resolve)
+        if not cfg.proxy.measure_memory and "memory" in [o.name for o in self.objectives]:
+            raise ConfigError("proxy.measure_memory is false but 'memory' is an objective",
+                              "drop measure_memory: false, or use memory_estimate instead of memory")
         self._space_spec = self._load_space_spec()
         self._trainer = None
         self._space: SearchSpace | None = None
+        self._memory_ratio: float | None = None
 
     @classmethod
     def from_yaml(cls, path: str | Path, storage: str | None = None) -> "Study":
@@ -219,6 +227,7 @@ class Study:
             return self.pareto_front(self.load())
         stale = StaleTrials(self.cfg.recovery.grace, self.cfg.recovery.retries)
         stale.check(study)
+        self._memory_ratio = self._memory_ratio_from(study)
         done = progress(study).finished
         if done >= target:
             logger.info("study '%s' already has %d/%d trials; nothing to run", self.cfg.name, done, target)
@@ -297,7 +306,8 @@ class Study:
         return self._run_trial(study, trial)
 
     def _run_trial(self, study: optuna.Study, trial: optuna.Trial) -> str:
-        """Decode, check budgets, train, tell. Returns 'complete' | 'failed' | 'infeasible'."""
+        """Decode, check budgets, train, tell. Returns 'complete' | 'failed' | 'pruned' | 'infeasible' (the estimate
+        breaks a budget: nothing ran, the trial does not count) | 'over_budget' (the measurement did: it counts)."""
         config, hparams = self.space.decode(trial.params)
         info = self.trainer.info
         config = normalise_config(config, info)
@@ -328,7 +338,20 @@ class Study:
 
         try:
             result = self.trainer.run(config, hparams, seed=self.cfg.seed, eval_at=rungs,
-                                      on_eval=at_rung if rungs else None)
+                                      on_eval=at_rung if rungs else None,
+                                      memory_limit=self.cfg.constraints.memory_limit())
+        except OverBudget as exc:
+            # measured before any training; it cost a profiled step, so unlike a trial the estimate rejects, it
+            # counts toward the budget
+            trial.set_user_attr("fail_reason", exc.reason)
+            trial.set_user_attr("over_budget", True)
+            if exc.measured is not None:
+                estimate = self.trainer.estimate_memory(config, params, proxy)
+                trial.set_user_attr("measured", {"memory": exc.measured.peak, "memory_estimate": estimate,
+                                                 "memory_breakdown": exc.measured.breakdown})
+                self._learn_memory_ratio(exc.measured.peak, estimate)
+            study.tell(trial, state=TrialState.PRUNED)
+            return "over_budget"
         except TrialFailed as exc:
             return self._fail(study, trial, str(exc))
         except AutoPEFTError:
@@ -341,6 +364,8 @@ class Study:
         measured = result.to_dict()
         measured["params_pct"] = 100.0 * result.params / info.base_params
         trial.set_user_attr("measured", measured)
+        if result.memory is not None:
+            self._learn_memory_ratio(result.memory, result.memory_estimate)
         if result.stopped_at is not None:
             trial.set_user_attr("fail_reason", f"stopped at rung {result.stopped_at} examples: score "
                                                f"{result.score:.4f} not in the top 1/{proxy.reduction_factor:g}, "
@@ -354,10 +379,10 @@ class Study:
         if result.score <= result.chance + 1e-9:
             logger.warning("trial %d scored %.4f, at chance level (%.4f): the proxy may be too short or the "
                            "learning rate off", trial.number, result.score, result.chance)
-        values = [float(result.objectives()[o.name]) for o in self.objectives]
+        values = [result.objectives()[o.name] for o in self.objectives]
         if any(v is None or not math.isfinite(v) for v in values):
             return self._fail(study, trial, f"objective values not finite: {values}")
-        study.tell(trial, values)
+        study.tell(trial, [float(v) for v in values])
         return "complete"
 
     def _rung_margin(self, score: float, proxy) -> float:
@@ -371,7 +396,8 @@ class Study:
         """Objective vector at a rung: the rung's score, the rest as known before training
         (measured memory stands in as its analytic estimate, since the peers' measurements differ in time)."""
         memory = float(self.trainer.estimate_memory(config, params, proxy))
-        values = {"score": score, "params": float(params), "memory": memory, "memory_estimate": memory}
+        values = {"score": score, "params": float(params), "trainable": float(params + self.trainer.head_params()),
+                  "memory": memory, "memory_estimate": memory}
         return [values[o.name] for o in self.objectives]
 
     def _rung_peers(self, study: optuna.Study, number: int, rung: str) -> list[list[float]]:
@@ -393,22 +419,42 @@ class Study:
         return "failed"
 
     def _over_budget(self, config: PEFTConfig, params: int, hparams: dict[str, Any]) -> str | None:
+        """Why ``config`` breaks a hard budget before training (None when it may fit).
+
+        Memory is judged on the estimate times the largest measured/estimated ratio the study has seen, so that
+        once a measurement shows the estimate running low, configurations like it are not measured again; the
+        measured value is checked after the profiled step in any case (see ProxyTrainer.fit).
+        """
         limit = self.cfg.constraints.params_limit(self.trainer.info.base_params)
         if limit is not None and params > limit:
             return f"infeasible: {params} params > max_params {limit:.0f}"
         mem_limit = self.cfg.constraints.memory_limit()
         if mem_limit is not None:
             estimate = self.trainer.estimate_memory(config, params, self.trainer.settings(hparams))
-            if estimate > mem_limit:
-                return f"infeasible: estimated memory {estimate} B > max_memory {mem_limit:.0f} B"
+            expected = estimate * (self._memory_ratio or 1.0)
+            if expected > mem_limit:
+                how = "estimated" if self._memory_ratio is None else \
+                    f"estimated ({estimate} B x {self._memory_ratio:.3f}, the largest measured/estimated ratio so far)"
+                return f"infeasible: {how} memory {expected:.0f} B > max_memory {mem_limit:.0f} B"
         return None
+
+    def _learn_memory_ratio(self, measured: float, estimate: float) -> None:
+        if estimate > 0:
+            self._memory_ratio = max(self._memory_ratio or 0.0, measured / estimate)
+
+    def _memory_ratio_from(self, study: optuna.Study) -> float | None:
+        """The largest measured/estimated memory ratio of the stored trials (None before any was measured)."""
+        ratios = [m["memory"] / m["memory_estimate"] for t in study.get_trials(deepcopy=False)
+                  if (m := t.user_attrs.get("measured") or {}).get("memory") and m.get("memory_estimate")]
+        return max(ratios, default=None)
 
     def _known(self, values: dict[str, Any]) -> dict[str, float]:
         """Objectives computable without training, exactly, for flat ``values``."""
         config, hparams = self.space.decode(values)
         config = normalise_config(config, self.trainer.info)
         params = count_adapter_params(config, self.trainer.info)
-        return {"params": float(params), "memory_estimate": float(
+        return {"params": float(params), "trainable": float(params + self.trainer.head_params()),
+                "memory_estimate": float(
             self.trainer.estimate_memory(config, params, self.trainer.settings(hparams)))}
 
     def _feasible(self, values: dict[str, Any]) -> bool:
@@ -619,8 +665,7 @@ class Study:
         if not done:
             return []
         names = list(done[0].values)
-        directions = [{o.name: o.direction for o in self.objectives}.get(n, "minimize") for n in names]
-        mask = pareto_mask(np.array([[r.values[n] for n in names] for r in done]), directions)
+        mask = pareto_mask(np.array([[r.values[n] for n in names] for r in done]), directions_of(names))
         front = [r for r, keep in zip(done, mask) if keep]
         return sorted(front, key=lambda r: -r.values.get("score", 0.0))
 
@@ -643,14 +688,6 @@ class Study:
         from .export import export_trial
 
         return export_trial(self, self.trial(number), Path(directory), train=train)
-
-
-def format_value(name: str, value: float) -> str:
-    if name == "params":
-        return f"{value:,.0f}"
-    if name.startswith("memory"):
-        return f"{value / 2**20:.1f}MiB"
-    return f"{value:.4f}"
 
 
 def summarise_config(config: dict, hparams: dict) -> str:

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from autopeft import Study, load_adapters
 from autopeft.cli import main
@@ -108,6 +109,15 @@ def test_trained_lora_export_round_trips(write_study, tmp_path, tiny_model_dir):
 
     peft_model = PeftModel.from_pretrained(_base_model(tiny_model_dir), str(out))
     torch.testing.assert_close(_validation_logits(peft_model, study.trainer), want, rtol=0, atol=1e-5)
+
+    # the counts the front showed are what PEFT and torch count on the export
+    measured = record.attrs["measured"]
+    lora = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+    assert measured["params"] == result["params"] == lora > 0
+    assert result["trainable"] == sum(p.numel() for p in trained.model.parameters() if p.requires_grad)
+    assert measured["trainable"] == result["trainable"] == lora + study.trainer.head_params()
+    source = yaml.safe_load((out / RECIPE_FILE).read_text())["source"]
+    assert (source["params"], source["trainable"]) == (measured["params"], measured["trainable"])
 
     hf_model = _base_model(tiny_model_dir)
     hf_model.load_adapter(str(out))

@@ -173,7 +173,7 @@ def test_memory_measurements_from_two_threads_do_not_crash_the_process():
             for _ in range(15):
                 peaks.append(measure_step_memory(
                     lambda: model(input_ids=x, labels=torch.zeros(8, dtype=torch.long)).loss.backward(),
-                    torch.device("cpu"))["peak"])
+                    torch.device("cpu")).peak)
         threads = [threading.Thread(target=work) for _ in range(2)]
         [t.start() for t in threads]
         [t.join() for t in threads]

@@ -2,8 +2,8 @@
 
 Hypervolume (and the acquisition built on it) is computed on *scaled* objectives: parameter counts and
 bytes span orders of magnitude, so they are compared on a log scale (a 10k-parameter adapter that
-beats a 20k one matters as much as 1M vs 2M). The scales are :data:`autopeft.pareto.OBJECTIVE_SCALES`,
-shared with the reported hypervolume; an objective without one is used as is.
+beats a 20k one matters as much as 1M vs 2M). The scales are the objective registry's
+(:mod:`autopeft.objectives`), shared with the reported hypervolume; an objective without one is used as is.
 """
 from __future__ import annotations
 
@@ -16,19 +16,19 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from ..errors import ConfigError
-from ..pareto import OBJECTIVE_SCALES
+from ..objectives import OBJECTIVES
+from ..pareto import scale_values
 from .encoding import SpaceEncoder, SpaceLike
 
 
 def scale_value(name: str, value: float) -> float:
     """The objective on its hypervolume scale (identity when none is registered)."""
-    scale = OBJECTIVE_SCALES.get(name)
-    return float(value) if scale is None else float(scale(np.asarray([float(value)]))[0])
+    return float(scale_values(name, np.asarray([float(value)]))[0])
 
 
 #: measured objectives that have an analytic estimate among the known ones; the reference point of
 #: the measured one is this factor above the worst estimate (measured peaks run a little higher)
-ESTIMATED_BY = {"memory": "memory_estimate"}
+ESTIMATED_BY = {o.name: o.estimated_by for o in OBJECTIVES.values() if o.estimated_by}
 ESTIMATE_MARGIN = 1.5
 
 
