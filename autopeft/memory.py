@@ -107,22 +107,26 @@ def _profile_cpu_step(step: Callable[[], None]) -> tuple[int, dict[str, int]]:
     return int(totals[i]), breakdown
 
 
-#: saved activations per token per trained layer, in floats per unit of hidden size and of FFN size;
-#: fitted to the measured steady-state peaks (see benchmarks/RESULTS.md, "Analytic memory estimate")
-ACT_PER_TOKEN_HIDDEN = 10
-ACT_PER_TOKEN_FFN = 2
-#: saved attention scores/probabilities per (row, head, query, key) per trained layer
-ACT_PER_SCORE = 1
+#: floats alive at the peak per token per trained layer, per unit of hidden size and of FFN size; per
+#: (row, head, query, key) per trained layer (attention scores and probabilities); and per token per unit of hidden
+#: size whatever the trained layers (embedding output, head, loss). Fitted to measured steady-state peaks of
+#: MiniLM (benchmarks/memory_estimate.py, "Analytic memory estimate" in benchmarks/RESULTS.md). With one
+#: architecture the hidden and FFN terms cannot be told apart (FFN = 4 x hidden): the fit puts it all on the FFN.
+ACT_PER_TOKEN_HIDDEN = 0.0
+ACT_PER_TOKEN_FFN = 2.86
+ACT_PER_SCORE = 2.75
+ACT_PER_TOKEN_BASE = 11.05
 
 
-def estimate_step_memory(base_params: int, trainable: int, hidden: int, ffn: int, heads: int,
+def estimate_step_memory(weights: int, trainable: int, hidden: int, ffn: int, heads: int,
                          trained_layers: int, batch: int, seq: int, bytes_per: int = 4) -> int:
-    """Analytic peak memory of a training step (weights + grads + AdamW state + activations).
+    """Analytic peak memory of a steady-state training step: every weight (``weights``: the model with its
+    adapters), a gradient and two AdamW moments per ``trainable`` parameter, and the activations.
 
-    Only layers from the lowest adapted one upward save activations, since nothing below
-    needs a gradient.
+    Only layers from the lowest trained one upward save activations, since nothing below needs a gradient.
     """
-    weights = (base_params + trainable) * bytes_per
     grads_and_state = trainable * bytes_per * 3  # gradient + two AdamW moments
-    per_layer = batch * seq * (ACT_PER_TOKEN_HIDDEN * hidden + ACT_PER_TOKEN_FFN * ffn) + ACT_PER_SCORE * batch * heads * seq * seq
-    return int(weights + grads_and_state + trained_layers * per_layer * bytes_per)
+    per_layer = batch * seq * (ACT_PER_TOKEN_HIDDEN * hidden + ACT_PER_TOKEN_FFN * ffn) \
+        + ACT_PER_SCORE * batch * heads * seq * seq
+    activations = trained_layers * per_layer + ACT_PER_TOKEN_BASE * batch * seq * hidden
+    return int(weights * bytes_per + grads_and_state + activations * bytes_per)

@@ -154,7 +154,9 @@ class ProxyTrainer:
         proxy = proxy or self.cfg.proxy
         head = self.head_params()
         rows, width = self.widest_batch_shape(proxy)
-        return estimate_step_memory(self.info.base_params + head, params + head, self.info.hidden_size,
+        # full fine-tuning's params are the body's own weights, not extra ones
+        weights = self.info.base_params + head + (0 if full_finetune else params)
+        return estimate_step_memory(weights, params + head, self.info.hidden_size,
                                     self.info.intermediate_size, self.info.num_heads,
                                     self.info.num_layers - self.lowest_trained_layer(config, full_finetune),
                                     rows, width)
