@@ -45,12 +45,27 @@ def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return total
 
 
+def prime_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Allocate ``optimizer``'s state without a forward or backward pass: one ``step()`` on zero gradients.
+
+    AdamW allocates its two moments inside its first ``step()``, so a first training step never holds them beside
+    the activations; after this, the next step is a steady-state one. It changes the weights only by weight decay
+    (the Adam update of a zero gradient is zero): call it on a throwaway copy.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def measure_step_memory(step: Callable[[], None], device: torch.device, parameters: Iterable[torch.Tensor] = (),
                         optimizer: torch.optim.Optimizer | None = None, warmup_steps: int = 1) -> StepMemory:
-    """Run ``step`` ``warmup_steps`` times unmeasured, then once more, and return that last step's peak.
+    """Make the step a steady-state one, then run it once and return its peak.
 
-    The warm-up is what makes the step a steady-state one: AdamW allocates its two moments inside the first
-    ``step()``, so a first step never holds them together with the activations.
+    Steady state: with ``optimizer``, its state is allocated first (:func:`prime_optimizer`, no pass through the
+    model); without one, ``step`` runs ``warmup_steps`` times unmeasured (AdamW allocates its two moments inside
+    its first ``step()``, so a first step never holds them together with the activations).
 
     CPU: exact tensor accounting from torch.profiler's memory timeline, never RSS; the breakdown is the
     profiler's classification of the tensors alive at the peak. CUDA: ``max_memory_allocated`` above what was
@@ -59,8 +74,11 @@ def measure_step_memory(step: Callable[[], None], device: torch.device, paramete
     Raises TrialFailed when the measurement sees no memory at all (a profiler that recorded nothing must not
     pass as the best possible value).
     """
-    for _ in range(warmup_steps):
-        step()
+    if optimizer is not None:
+        prime_optimizer(optimizer)
+    else:
+        for _ in range(warmup_steps):
+            step()
     if device.type == "cuda":
         params = list(parameters)
         weights = _tensor_bytes(p for p in params if p.device.type == "cuda")
