@@ -789,6 +789,40 @@ claim("memory.all300", MEM, "all 300 rows: mean |error| 11.6 %, max 20.8 %, bias
 claim("memory.v2", MEM, "the 100 rows of `peft_sst2_v2.csv`: mean |error| 12.8 %, max 21.8 %, biased +12.4 %", V2,
       lambda: "the 100 rows of `peft_sst2_v2.csv`: " + memory_error(table(V2)))
 
+# ---- Steady-state memory and its parts (issue 14) ------------------------------------------------------------
+SSM = "Steady-state memory and its parts"
+
+
+def device_memory_row(device: str, reference: str) -> str:
+    """One row of the device table as RESULTS.md renders it (MiB; parts weights/gradients/optimizer/activations/other)."""
+    r = next(r for r in json_file("device_memory_cuda.json")["rows"]
+             if r["device"] == device and r["reference"] == reference)
+    b = r["breakdown"]
+    parts = " / ".join(f"{b[k] / 2**20:.1f}" for k in ("weights", "gradients", "optimizer", "activations", "other"))
+    return (f"| {device} | {reference} | {r['trainable']:,} | {r['peak'] / 2**20:.1f} | {parts} | "
+            f"{r['optimizer_over_8x_trainable']:.3f} |")
+
+
+for _device in ("cuda", "cpu"):
+    for _ref in ("full fine-tuning", "Houlsby adapter (serial m=64)", "parallel adapter (m=64, s=4)",
+                 "prefix tuning (l=30)", "LoRA (r=8, query/value)", "head-only"):
+        claim(f"ssm.{_device}.{_ref.split()[0].lower()}", SSM, device_memory_row(_device, _ref),
+              "device_memory_cuda.json", functools.partial(device_memory_row, _device, _ref))
+
+
+def memory_estimate_errors(key: str) -> str:
+    from memory_estimate import summary
+
+    e = summary(json_file("memory_estimate.json")["rows"])[key]
+    return f"mean |error| {e['mean_abs_pct']:.1f} %, max {e['max_abs_pct']:.1f} %, bias {e['bias_pct']:+.1f} %"
+
+
+claim("ssm.estimate.shipped", SSM, "with the shipped constants: mean |error| 3.0 %, max 15.2 %, bias -2.4 %",
+      "memory_estimate.json", lambda: "with the shipped constants: " + memory_estimate_errors("test_error_shipped"))
+claim("ssm.estimate.fit", SSM, "on the fitting draws: mean |error| 2.7 %, max 12.2 %, bias -0.1 %",
+      "memory_estimate.json", lambda: "on the fitting draws: " + memory_estimate_errors("fit_error_fitted"))
+
+
 # ---- The tabulated PEFT benchmark -----------------------------------------------------------------------------
 TAB = "The tabulated PEFT benchmark"
 
