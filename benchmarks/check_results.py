@@ -810,6 +810,19 @@ for _device in ("cuda", "cpu"):
               "device_memory_cuda.json", functools.partial(device_memory_row, _device, _ref))
 
 
+def quickstart_reference_ratios() -> str:
+    """Optimizer part / (8 B x trainable) and parts / peak of the quickstart's references, worst of each."""
+    refs = [t for t in json_file("quickstart_references_s7.json") if t.get("reference")]
+    opt = [t["measured"]["memory_breakdown"]["optimizer"] / (8 * t["measured"]["trainable"]) for t in refs]
+    parts = [sum(t["measured"]["memory_breakdown"].values()) / t["values"]["memory"] for t in refs]
+    return (f"{len(refs)} references: optimizer ÷ (8 B × trainable) {min(opt):.3f}–{max(opt):.3f}, "
+            f"parts ÷ peak {min(parts):.4f}–{max(parts):.4f}")
+
+
+claim("ssm.quickstart", SSM, "5 references: optimizer ÷ (8 B × trainable) 1.000–1.000, parts ÷ peak 1.0000–1.0000",
+      "quickstart_references_s7.json", quickstart_reference_ratios)
+
+
 def memory_estimate_errors(key: str) -> str:
     from memory_estimate import summary
 
