@@ -173,8 +173,9 @@ class StudyConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     model: str
     task: TaskConfig
-    search_space: str | dict[str, Any]
-    objectives: str | list[Any] | dict[str, Any] = "objectives/score_params.yaml"
+    search_space: str | dict[str, Any] = Field(description="a shipped space's name (autopeft, lora, mixed), a "
+                                                           "path to a YAML file, or an inline mapping")
+    objectives: str | list[Any] | dict[str, Any] = "score_params"
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
@@ -205,6 +206,15 @@ class StudyConfig(_Strict):
             if (root / p).exists():
                 return root / p
         return self.base_dir / p
+
+    def resolve_file(self, value: str, folder: str) -> Path:
+        """A search space or objective set named in the YAML: a bare name (``lora``) is the file shipped in
+        ``folder`` (see autopeft.resources), anything else a path resolved like :meth:`resolve`."""
+        from .resources import is_bare_name, shipped_path
+
+        if is_bare_name(value):
+            return shipped_path(folder, value)
+        return self.resolve(value)
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], source: str,

@@ -3,7 +3,7 @@
 Optuna's visualization style: each ``get_*_info`` function computes what a plot shows (no plotting
 there, easy to test), each ``draw_*`` function turns that into a ``plotly.graph_objects.Figure``.
 :func:`build_report` gathers both into a :class:`ReportData`; :func:`render_html` puts it into the page
-template of ``dashboards/`` with plotly.js inlined (no external requests). The live dashboard
+template of ``autopeft/resources/dashboards/`` with plotly.js inlined (no external requests). The live dashboard
 (``dashboard.py``) serves the same data as JSON and the same page polls it.
 """
 from __future__ import annotations
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: templates, CSS and JS of the report page
-DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboards"
 #: user attrs of a trial that name the group it belongs to when a study compares optimizers or seeds
 GROUP_ATTRS = ("optimizer", "seed")
 COLORS = {"front": "#1f77b4", "dominated": "#9aa5b1", "reference": "#d62728"}
@@ -623,7 +621,10 @@ def plotly_js() -> str:
 
 
 def _template(name: str) -> str:
-    return (DASHBOARD_DIR / name).read_text(encoding="utf-8")
+    """A file of the report page (template, CSS, JS), shipped as package data in autopeft/resources/dashboards."""
+    from .resources import read_text
+
+    return read_text("dashboards", name)
 
 
 def render_html(data: ReportData, live: dict[str, Any] | None = None, inline_plotly: bool = True) -> str:

@@ -109,7 +109,8 @@ class Study:
         self.cfg = cfg
         self.joined = joined
         self.storage_url = storage or default_storage(cfg.storage, cfg.name)
-        self.objectives: list[Objective] = load_objectives(cfg.objectives, cfg.resolve)
+        self.objectives: list[Objective] = load_objectives(cfg.objectives,
+                                                           lambda p: cfg.resolve_file(p, "objectives"))
         if not cfg.proxy.measure_memory and "memory" in [o.name for o in self.objectives]:
             raise ConfigError("proxy.measure_memory is false but 'memory' is an objective",
                               "drop measure_memory: false, or use memory_estimate instead of memory")
@@ -126,9 +127,10 @@ class Study:
     def _load_space_spec(self) -> dict[str, Any]:
         spec = self.cfg.search_space
         if isinstance(spec, str):
-            spec, _ = load_yaml(self.cfg.resolve(spec), "search space file")
+            spec, _ = load_yaml(self.cfg.resolve_file(spec, "search_spaces"), "search space file")
         if not isinstance(spec, dict):
-            raise ConfigError("search_space must be a mapping or a path to one", "see search_spaces/autopeft.yaml")
+            raise ConfigError("search_space must be a mapping, a path to one or a shipped space's name",
+                              "e.g. search_space: autopeft (or lora, mixed)")
         return spec
 
     @property
