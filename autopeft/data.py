@@ -429,9 +429,32 @@ def _label_vocabulary(cfg: DataConfig, train: RawSplit) -> list[str]:
         # Several raw labels can share one class (e.g. fine -> coarse); name it after all of them.
         return ["|".join(n) for n in names]
     seen = set(train.labels)
+    _warn_mixed_labels(train)
     if all(_is_int(s) for s in seen):
         return sorted(seen, key=int)
     return sorted(seen)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _warn_mixed_labels(raw: RawSplit) -> None:
+    """One warning when a label column mixes numbers and words (``0``, ``1``, ``positive``): each distinct
+    value is its own class, which is rarely meant. The odd labels are those of the kind fewer rows hold."""
+    numbers = [s for s in raw.labels if _is_number(s)]
+    if not numbers or len(numbers) == len(raw.labels):
+        return
+    words = [s for s in raw.labels if not _is_number(s)]
+    odd, usual = (numbers, words) if len(numbers) < len(words) else (words, numbers)
+    odd_values = sorted(set(odd))
+    logger.warning("%s: the label column mixes numbers and words: %s (%d row(s)) among %s; each distinct value "
+                   "is its own class — fix those rows or map them with task.data.label_map", raw.source,
+                   _quote_some(odd_values, 5), len(odd), _quote_some(sorted(set(usual)), 5))
 
 
 def _map_labels(cfg: DataConfig, raw: RawSplit, split: str) -> list[int]:

@@ -44,20 +44,31 @@ def parse_yaml(text: str, source: str, what: str = "study file") -> tuple[Any, d
         raise ConfigError(f"{what} is empty", "see studies/quickstart.yaml for a complete example", source)
     lines: dict[tuple, int] = {}
     if node is not None:
-        _walk(node, (), lines)
+        _walk(node, (), lines, source)
     return data, lines
 
 
-def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], source: str = "<yaml>") -> None:
+    """Record the line of every key path under ``node``; a key given twice in one mapping is a ConfigError
+    (PyYAML would silently keep the later value)."""
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
         for key, value in node.value:
+            line = key.start_mark.line + 1
+            if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                if key.value in seen:
+                    name = ".".join(str(k) for k in path + (key.value,))
+                    raise ConfigError(f"duplicate key '{name}' on lines {seen[key.value]} and {line}",
+                                      "keep one of them (YAML would silently use the later one)",
+                                      f"{source}:{line}")
+                seen[key.value] = line
             sub = path + (key.value,)
-            lines[sub] = key.start_mark.line + 1
-            _walk(value, sub, lines)
+            lines[sub] = line
+            _walk(value, sub, lines, source)
     elif isinstance(node, yaml.SequenceNode):
         for i, value in enumerate(node.value):
-            _walk(value, path + (i,), lines)
+            _walk(value, path + (i,), lines, source)
 
 
 def dump_yaml(data: Any, path: str | Path) -> None:

@@ -90,8 +90,9 @@ optimizer: {{name: random}}
 budget: {{trials: 3}}
 storage: sqlite:///{tmp_path}/tiny.db
 """
-            for key, value in overrides.items():
-                text += f"{key}: {value}\n"
+            for key, value in overrides.items():  # a key given twice is an error: replace the fixture's own
+                lines = [line for line in text.splitlines() if not line.startswith(f"{key}:")]
+                text = "\n".join(lines) + f"\n{key}: {value}\n"
         path = tmp_path / name
         path.write_text(text)
         return path

@@ -43,6 +43,7 @@ CASES = [
     Case("empty file", "", "empty"),
     Case("malformed yaml", "name: [unclosed\n", "malformed YAML"),
     Case("not a mapping", "- a\n- b\n", "mapping"),
+    Case("duplicate key", ("budget: {trials: 3}", "budget: {trials: 3}\nbudget: {trials: 5}"), "duplicate key 'budget'"),
     Case("misspelt key", ("budget: {trials: 3}", "budjet: {trials: 3}"), "did you mean 'budget'"),
     Case("python object tag", ("name: tiny", "name: !!python/object/apply:os.system ['touch pwned']"),
          "YAML tag '!!python/object/apply:os.system' is not allowed"),
