@@ -90,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    from .logs import setup_logging
+
+    setup_logging(args.verbose)
     previous_sigterm = None
     if args.command in ("run", "worker") and threading.current_thread() is threading.main_thread():
         # a scheduler's SIGTERM (preemption, `kill`) stops a study like Ctrl-C: the running trial is marked
@@ -122,16 +124,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous_sigterm)
 
 
-def _study(args):
+def _study(args, cfg=None):
+    from .logs import adopt_library_loggers
     from .study import Study
 
-    study = Study.from_yaml(args.study, storage=args.storage)
+    study = Study(cfg, args.storage) if cfg is not None else Study.from_yaml(args.study, storage=args.storage)
+    adopt_library_loggers()  # optuna & co. are imported by now
     args.storage_url = study.storage_url  # names the storage if the database is lost while the command runs
     return study
 
 
+def _announce(args):
+    """Say at once what a run is about to do (loading the model and data takes a while); returns the config.
+
+    Only the light config module is imported before this line: torch, transformers and optuna come after.
+    """
+    from .config import load_study_config
+    from .references import REFERENCES
+
+    cfg = load_study_config(args.study)
+    data = cfg.task.data
+    refs = f"{len(REFERENCES)} reference configurations and " if cfg.references else ""
+    trials = args.trials or cfg.budget.trials
+    logger.info("study '%s': loading model %s and data (%s); then %s%d trials%s", cfg.name, cfg.model,
+                data.describe(), refs, trials,
+                "" if args.command == "run" and args.workers == 1 else " shared by the workers")
+    return cfg
+
+
 def cmd_run(args) -> int:
-    study = _study(args)
+    study = _study(args, _announce(args))
     front = study.optimize(n_trials=args.trials, timeout=args.timeout, workers=args.workers)
     print(render_table(study, front, study.references()))
     return 0
@@ -179,7 +201,7 @@ def cmd_pareto(args) -> int:
 def cmd_worker(args) -> int:
     from .workers import worker_name
 
-    study = _study(args)
+    study = _study(args, _announce(args))
     name = worker_name()
     study.optimize(n_trials=args.trials, timeout=args.timeout, worker=name)
     r = study.status(args.trials)

@@ -19,12 +19,14 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from .errors import DataError
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading a study file must not wait for it
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,10 @@ class DataConfig(BaseModel):
         if self.text_pair is not None and self.text_pair == self.text:
             raise ValueError("text_pair must name a different column than text")
         return self
+
+    def describe(self) -> str:
+        """Where the data comes from, in a few words (for the first line of a run)."""
+        return f"train {self.train}, validation {self.validation}"
 
     def resolved_format(self, path: str | Path) -> Format:
         """The file format: ``format`` unless it is ``auto``, else guessed from the extension."""
@@ -557,6 +563,8 @@ class EncodedSplit:
 
     def select(self, indices: list[int]) -> "EncodedSplit":
         """The rows at ``indices``, in that order."""
+        import torch
+
         return EncodedSplit(
             input_ids=[self.input_ids[i] for i in indices],
             token_type_ids=None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices],
@@ -617,6 +625,8 @@ def encode(
     Labels become a long tensor for classification and a float tensor for regression;
     ``regression=None`` infers it from whether any label is a float.
     """
+    import torch
+
     if len(labels) != len(raw.texts):
         raise ValueError(f"{len(labels)} labels for {len(raw.texts)} texts")
     if raw.pairs is not None:
@@ -651,6 +661,8 @@ def encode_cached(
 
     The key hashes the content itself (not file names or times), so edited data never hits a stale entry.
     """
+    import torch
+
     if cache_dir is None:
         return encode(raw, labels, tokenizer, max_length, regression)
     digest = hashlib.sha256()
@@ -716,6 +728,8 @@ def iter_batches(
 
 
 def _collate(split: EncodedSplit, rows: list[int], pad_id: int, with_index: bool) -> dict[str, torch.Tensor]:
+    import torch
+
     width = max(split.lengths[i] for i in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)

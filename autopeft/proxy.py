@@ -24,14 +24,12 @@ from .errors import OverBudget, TrialFailed
 from .memory import StepMemory, estimate_step_memory, measure_step_memory
 from .metrics import chance_level, get_metric
 from .models import ModelInfo, draw_head, load_model, model_info
+from .references import FULL_FINETUNE_LR
 
 logger = logging.getLogger(__name__)
 
 #: a run whose loss (mean of the last 3 steps) grows past this multiple of its first step's has diverged
 DIVERGENCE_FACTOR = 10.0
-
-#: rate of full fine-tuning unless the trial sets one (the usual BERT-family rate; proxy.learning_rate is for adapters)
-FULL_FINETUNE_LR = 5e-5
 
 DEFAULT_METRIC = {"classification": "accuracy", "regression": "pearson"}
 

@@ -7,10 +7,13 @@ points of the search space; reports and ``autopeft pareto`` show them flagged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .models import ModelInfo
-from .proxy import FULL_FINETUNE_LR
+if TYPE_CHECKING:  # kept light: the command line counts the references before torch is loaded
+    from .models import ModelInfo
+
+#: rate of full fine-tuning unless the trial sets one (the usual BERT-family rate; proxy.learning_rate is for adapters)
+FULL_FINETUNE_LR = 5e-5
 
 
 @dataclass(frozen=True)

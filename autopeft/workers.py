@@ -27,6 +27,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from . import errors
+from .logs import setup_logging
 from .storage import lost_storage_error, storage_lost
 
 if TYPE_CHECKING:
@@ -346,7 +347,7 @@ def _join(procs: list[multiprocessing.Process], timeout: float | None = None) ->
 def _worker_main(cfg: "StudyConfig", storage: str, target: int, timeout: float | None, name: str, threads: int,
                  level: int, results) -> None:
     """Entry point of one local worker process (forked from the forkserver)."""
-    logging.basicConfig(level=level, format=f"[{name.rsplit('/', 1)[-1]}] %(message)s")
+    setup_logging(level <= logging.DEBUG, prefix=f"[{name.rsplit('/', 1)[-1]}] ")
     import torch
 
     torch.set_num_threads(threads)

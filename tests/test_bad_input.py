@@ -5,6 +5,7 @@ Each case runs the real CLI in a fresh process (see clirunner.py); add a row her
 """
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,8 +166,10 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(case: Case, write_s
     r = run_cli(*args, env=case.env, fresh=case.fresh)
 
     assert r.code == 2, f"{case.id}: exit {r.code}\n{r.err}"
-    assert len(r.err_lines) == 1 and "Traceback" not in r.err, f"{case.id}:\n{r.err}"
-    line = r.err_lines[0]
+    # the progress lines a run starts with (what loads, then what was loaded) may come before the error
+    lines = [x for x in r.err_lines if not re.match(r"study '[^']*': loading model |loaded ", x)]
+    assert len(lines) == 1 and "Traceback" not in r.err, f"{case.id}:\n{r.err}"
+    line = lines[0]
     assert line.startswith("error: ") and case.words.lower() in line.lower(), f"{case.id}: {line}"
     problem, _, fix = line.partition(" — ")
     assert problem and fix.strip(), f"{case.id}: no fix named in: {line}"

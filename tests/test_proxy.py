@@ -165,6 +165,9 @@ def test_memory_measurements_from_two_threads_do_not_crash_the_process():
         sys.path.insert(0, sys.argv[1])
         from conftest import make_tiny_model
         from autopeft.memory import measure_step_memory
+        # transformers' lazy module is not safe to import from two threads at once (import autopeft no longer
+        # imports it): load what make_tiny_model uses first
+        from transformers import AutoConfig, AutoModelForSequenceClassification
         torch.set_num_threads(1)
         peaks = []
         def work():

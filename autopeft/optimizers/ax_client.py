@@ -109,8 +109,11 @@ class AxSampler(ContextSampler):
             return {}
         from ax.api import Client
 
+        from ..logs import adopt_library_loggers
+
         for name in ("ax", "pyro"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        adopt_library_loggers()  # Ax prints through handlers of its own: to the -v log with the others
         dists = self._ctx.distributions()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
