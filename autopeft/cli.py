@@ -165,8 +165,11 @@ def cmd_validate(args) -> int:
     dims = ", ".join(f"{v} {k}" for k, v in r.dimensions.items())
     print(f"ok: {args.study}")
     print(f"  model: {study.cfg.model} ({r.num_layers} layers, {r.base_params:,} parameters)")
-    print(f"  data: {r.train_examples} train / {r.validation_examples} validation examples, "
+    test = f" / {r.test_examples} test" if r.test_examples else ""
+    print(f"  data: {r.train_examples} train / {r.validation_examples} validation{test} examples, "
           f"{r.num_labels if r.num_labels > 1 else 'regression'} {'labels' if r.num_labels > 1 else ''}".rstrip())
+    for split, origin in r.splits.items():
+        print(f"    {split}: {origin}")
     print(f"  search space: {r.num_configurations:,} adapter configurations; {sum(r.dimensions.values())} "
           f"dimensions ({dims})")
     print(f"  trainable parameters over the space: min {r.params_min:,} ({100 * r.params_min / r.base_params:.3f}%)"
@@ -258,8 +261,9 @@ def cmd_train(args) -> int:
 
     out = args.output or str(Path(args.recipe).resolve().parent)
     trained = train_recipe(args.recipe, out)
-    print(f"trained {trained.metric}={trained.score:.4f} on {trained.examples} examples x {trained.epochs:g} "
-          f"epoch(s); saved to {trained.directory}")
+    test = "" if trained.test_score is None else f", {trained.metric}={trained.test_score:.4f} (test split)"
+    print(f"trained {trained.metric}={trained.score:.4f} (validation split){test} on {trained.examples} examples x "
+          f"{trained.epochs:g} epoch(s); saved to {trained.directory}")
     return 0
 
 
@@ -280,7 +284,8 @@ def render_table(study, front, references=()) -> str:
             cell = format_value(n, r.values[n])
             refined = r.attrs.get("refined")
             if n == "score" and refined:
-                cell = f"{cell} -> {refined['mean']:.4f}±{refined['sd']:.4f}"
+                final = refined.get("test", refined)  # with a test split, the final number is the test score
+                cell = f"{cell} -> {'test ' if 'test' in refined else ''}{final['mean']:.4f}±{final['sd']:.4f}"
             if n == "params":
                 base = base or r.attrs.get("measured", {}).get("params_pct")
                 pct = r.attrs.get("measured", {}).get("params_pct")
@@ -290,10 +295,13 @@ def render_table(study, front, references=()) -> str:
         cells.append(f"[reference] {ref}" if ref else summarise_config(r.config, r.hyperparameters))
         rows.append(cells)
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-    refined = next((r.attrs["refined"]["fidelity"] for r in front if r.attrs.get("refined")), None)
+    refined = next((r.attrs["refined"] for r in front if r.attrs.get("refined")), None)
     fidelity = front[0].fidelity or "proxy"
-    lines = [f"Pareto front ({len(front)} trials, scores at {fidelity}"
-             + (f"; -> mean±sd at {refined}" if refined else "") + "):",
+    if refined and "test" in refined:
+        then = f"; -> mean±sd on the test split ({refined['test']['rows']} rows) at {refined['fidelity']}"
+    else:
+        then = f"; -> mean±sd on the validation split at {refined['fidelity']}" if refined else ""
+    lines = [f"Pareto front ({len(front)} trials, scores on the validation split at {fidelity}{then}):",
              "  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows[:len(front)]]
     if references:

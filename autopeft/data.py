@@ -1,9 +1,12 @@
-"""Read the train/validation files of a study, build label ids, tokenise and batch them.
+"""Read the train/validation(/test) data of a study, build label ids, tokenise and batch them.
 
 The ``task.data`` block of a study YAML is validated by :class:`DataConfig`.
-Files are read by hand rather than with pandas or ``datasets`` so that every problem
+tsv/csv/jsonl files are read by hand rather than with pandas so that every problem
 (missing column, short row, bad bytes, unknown label) becomes a one-line
-:class:`~autopeft.errors.DataError` that names the file and line.
+:class:`~autopeft.errors.DataError` that names the file and line. ``dataset:`` reads a Hugging Face
+``datasets`` source instead (a ``save_to_disk`` folder, local parquet/csv/json/arrow files, or a hub name),
+behind the same column and label options. A validation (or test) split given as a fraction (``20%``, ``0.2``)
+is split off the train rows, stratified by label and seeded (``split_seed``).
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import hashlib
 import os
 
 import csv
+import difflib
 import io
 import json
 import logging
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import DataError
 
@@ -48,8 +52,17 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    train: str
-    validation: str
+    dataset: str | None = Field(None, description="a Hugging Face datasets source: a save_to_disk folder, a local "
+                                "parquet/csv/json/arrow file or folder of them, or a hub name (e.g. glue); then "
+                                "train/validation/test name its splits")
+    dataset_config: str | None = Field(None, description="the hub data set's configuration (e.g. sst2 for glue)")
+    train: str | None = Field(None, description="train file (tsv/csv/jsonl), or the split's name with dataset "
+                                                "(default: train)")
+    validation: str | float | None = Field(None, description="validation file or split name, or a share of the "
+                                           "train rows split off it (20% or 0.2); with dataset default: validation")
+    test: str | float | None = Field(None, description="optional test file, split name or share of the train rows: "
+                                     "scored only by refine and export --train, never by the search")
+    split_seed: int = Field(0, description="seed of the validation/test rows drawn from the train rows")
     format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
     delimiter: str | None = None
     header: bool = True
@@ -102,15 +115,41 @@ class DataConfig(BaseModel):
             raise ValueError(f"unknown encoding {value!r} (try utf-8, utf-8-sig or latin-1)") from None
         return value
 
+    @field_validator("validation", "test")
+    @classmethod
+    def _check_share(cls, value: str | float | None) -> str | float | None:
+        if value is not None and not isinstance(value, str) or isinstance(value, str) and value.strip().endswith("%"):
+            share_of(value)  # raises ValueError for 0%, 150%, -0.2, ...
+        return value
+
     @model_validator(mode="after")
     def _check_columns(self) -> "DataConfig":
         if self.text_pair is not None and self.text_pair == self.text:
             raise ValueError("text_pair must name a different column than text")
+        if self.dataset is None:
+            if self.train is None:
+                raise ValueError("give the train file (task.data.train), or a Hugging Face source in task.data.dataset")
+            if self.validation is None:
+                raise ValueError("give the validation file (task.data.validation), or split it off the train rows "
+                                 "with validation: 20%")
+        else:
+            self.train = self.train or "train"
+            self.validation = self.validation if self.validation is not None else "validation"
         return self
+
+    def share(self, split: str) -> float | None:
+        """The share of the train rows ``split`` (validation or test) takes, or None when it is its own file/split."""
+        value = getattr(self, split)
+        if value is None or isinstance(value, str) and not value.strip().endswith("%"):
+            return None
+        return share_of(value)
 
     def describe(self) -> str:
         """Where the data comes from, in a few words (for the first line of a run)."""
-        return f"train {self.train}, validation {self.validation}"
+        shown = {s: (f"{100 * self.share(s):g}% of train" if self.share(s) else getattr(self, s))
+                 for s in ("train", "validation", "test") if getattr(self, s) is not None}
+        splits = ", ".join(f"{k} {v}" for k, v in shown.items())
+        return f"{self.dataset}: {splits}" if self.dataset else splits
 
     def resolved_format(self, path: str | Path) -> Format:
         """The file format: ``format`` unless it is ``auto``, else guessed from the extension."""
@@ -135,6 +174,18 @@ class DataConfig(BaseModel):
         return fmt == "csv"
 
 
+def share_of(value: str | float) -> float:
+    """``20%`` / ``0.2`` -> 0.2; ValueError unless strictly between 0 and 1."""
+    text = str(value).strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a file nor a share; write e.g. 20% or 0.2") from None
+    if not 0 < share < 1:
+        raise ValueError(f"a share of the train rows must be between 0 and 100% (got {value!r})")
+    return share
+
+
 @dataclass
 class RawSplit:
     """The raw strings of one split, in file order."""
@@ -150,10 +201,18 @@ class RawSplit:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def select(self, indices: list[int], source: str | None = None) -> "RawSplit":
+        """The rows at ``indices``, in that order (``source`` renames the result)."""
+        return RawSplit(texts=[self.texts[i] for i in indices],
+                        pairs=None if self.pairs is None else [self.pairs[i] for i in indices],
+                        labels=[self.labels[i] for i in indices],
+                        line_numbers=[self.line_numbers[i] for i in indices] if self.line_numbers else [],
+                        source=source or self.source)
+
 
 @dataclass
 class TaskData:
-    """Both splits plus the label vocabulary and the numeric labels."""
+    """The splits plus the label vocabulary and the numeric labels."""
 
     train: RawSplit
     validation: RawSplit
@@ -162,6 +221,10 @@ class TaskData:
     train_label_ids: list[int | float]
     validation_label_ids: list[int | float]
     regression: bool
+    test: RawSplit | None = None
+    test_label_ids: list[int | float] | None = None
+    #: where each split's rows come from (recorded with the study)
+    splits: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- reading
@@ -374,9 +437,14 @@ def _read_jsonl(cfg: DataConfig, text: str, shown: str, limit: int | None) -> Ra
     return RawSplit(texts=texts, pairs=pairs, labels=labels, line_numbers=numbers, source=shown)
 
 
-def load_split(cfg: DataConfig, split: Literal["train", "validation"], base_dir: Path) -> RawSplit:
-    """Read one split's text(s) and raw label strings, raising DataError on any problem."""
-    given = cfg.train if split == "train" else cfg.validation
+Split = Literal["train", "validation", "test"]
+
+
+def load_split(cfg: DataConfig, split: Split, base_dir: Path, limited: bool = True) -> RawSplit:
+    """Read one split's file: text(s) and raw label strings, raising DataError on any problem.
+
+    ``limited``: the train split stops at ``limit_train`` rows."""
+    given = str(getattr(cfg, split))
     path = resolve_path(given, Path(base_dir))
     if not path.is_file():
         where = f"{given!r}" if str(path) == given else f"{given!r} (resolved to {str(path)!r})"
@@ -387,7 +455,7 @@ def load_split(cfg: DataConfig, split: Literal["train", "validation"], base_dir:
     fmt = cfg.resolved_format(path)
     shown = str(path)
     text = _decode(path.read_bytes(), cfg.encoding, shown)
-    limit = cfg.limit_train if split == "train" else None
+    limit = cfg.limit_train if split == "train" and limited else None
     if fmt == "jsonl":
         raw = _read_jsonl(cfg, text, shown, limit)
     else:
@@ -496,12 +564,150 @@ def _regression_values(cfg: DataConfig, raw: RawSplit) -> list[float]:
     return values
 
 
+#: files load_dataset reads by extension, and its builder for each
+_HF_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
+                ".arrow": "arrow", ".txt": "text"}
+
+
+def _hf_source(cfg: DataConfig, base_dir: Path) -> Any:
+    """The ``dataset:`` source as a ``datasets`` DatasetDict (or Dataset), offline-first, with one-line errors."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("task.data.dataset needs the Hugging Face 'datasets' package", "pip install datasets") from None
+    from .logs import adopt_library_loggers
+
+    datasets.disable_progress_bars()
+    adopt_library_loggers()
+    name = cfg.dataset
+    path = resolve_path(name, Path(base_dir))
+    cache = str(_datasets_cache())
+    try:
+        if path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):
+            return datasets.load_from_disk(str(path))  # written by save_to_disk
+        if path.is_file():
+            builder = _HF_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise DataError(f"cannot tell how to read {str(path)!r} from its extension",
+                                f"use one of {', '.join(sorted(_HF_BUILDERS))}, or a save_to_disk folder")
+            kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+            return datasets.load_dataset(builder, data_files=str(path), cache_dir=cache, **kwargs)
+        if path.is_dir():
+            return datasets.load_dataset(str(path), cache_dir=cache)  # a folder of parquet/csv/json files
+        if name.startswith((".", "/", "~")) or name.count("/") > 1:
+            raise DataError(f"data set {name!r} does not exist (resolved to {str(path)!r})",
+                            "give a save_to_disk folder, a local data file, or a Hugging Face hub name")
+        return datasets.load_dataset(name, cfg.dataset_config)  # the hub, or its local cache when offline
+    except DataError:
+        raise
+    except Exception as exc:  # DatasetNotFoundError, ConnectionError, ValueError (bad config name), ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot load data set {name!r} ({first[:300]})",
+                        "check the name and dataset_config; offline, a hub data set must be in the local cache "
+                        "(or saved with save_to_disk)") from None
+
+
+def _datasets_cache() -> Path:
+    """Where ``load_dataset`` converts local files to Arrow: beside the token cache ($AUTOPEFT_CACHE_DIR)."""
+    from .proxy import token_cache_dir
+
+    return token_cache_dir() / "datasets"
+
+
+def _column_name(column: str | int, names: list[str], shown: str, role: str) -> str:
+    if isinstance(column, int):
+        if not 0 <= column < len(names):
+            raise DataError(f"{role} column index {column} is out of range: {shown} has {len(names)} column(s)",
+                            f"use an index from 0 to {len(names) - 1}, or a name: {', '.join(names)}")
+        return names[column]
+    if column not in names:
+        close = difflib.get_close_matches(column, names, n=1)
+        raise DataError(f"{role} column {column!r} not found in {shown}",
+                        (f"did you mean {close[0]!r}? " if close else "") + f"available columns: {', '.join(names)}")
+    return column
+
+
+def _hf_split(source: Any, cfg: DataConfig, split: Split, limit: int | None) -> RawSplit:
+    """One split of a ``datasets`` source as raw strings, like a file's."""
+    import datasets
+
+    if isinstance(source, datasets.Dataset):  # a single table: it is the train split
+        source = datasets.DatasetDict({"train": source})
+    given = str(getattr(cfg, split))
+    if given not in source:
+        available = ", ".join(source) or "none"
+        fix = (f"name one of them in task.data.{split}" + (", or split it off the train rows with "
+               f"{split}: 20%" if split != "train" else ""))
+        raise DataError(f"{split} split {given!r} is not in data set {cfg.dataset!r} (splits: {available})", fix)
+    table = source[given]
+    shown = f"{cfg.dataset}[{given}]"
+    if limit is not None:
+        table = table.select(range(min(limit, len(table))))
+    names = list(table.column_names)
+    columns = {role: _column_name(c, names, shown, role) for role, c in
+               (("text", cfg.text), ("text_pair", cfg.text_pair), ("label", cfg.label)) if c is not None}
+    values = {role: table[c] for role, c in columns.items()}
+    for role, column in values.items():
+        missing = next((i for i, v in enumerate(column) if v is None), None)
+        if missing is not None:
+            raise DataError(f"{shown} row {missing}: {role} column {columns[role]!r} is empty",
+                            "drop or fill the rows without a value")
+    raw = RawSplit(texts=[str(v) for v in values["text"]],
+                   pairs=[str(v) for v in values["text_pair"]] if "text_pair" in values else None,
+                   labels=[_json_value(v).strip() for v in values["label"]],
+                   line_numbers=list(range(len(table))), source=shown)
+    if not raw.texts:
+        raise DataError(f"{split} split {shown!r} has no rows", f"point task.data.{split} at a split with data")
+    return raw
+
+
+def load_raw_splits(cfg: DataConfig, task_type: Literal["classification", "regression"],
+                    base_dir: Path) -> tuple[dict[str, RawSplit], dict[str, str]]:
+    """The train, validation and (when given) test rows, and where each split's rows come from.
+
+    A split given as a share (``validation: 20%``) is drawn from the train rows, stratified by label for
+    classification and seeded by ``split_seed``; the test share first, then the validation share, both shares of
+    all train rows. ``limit_train`` then caps what is left for training.
+    """
+    shared = [s for s in ("test", "validation") if cfg.share(s)]
+    named = [s for s in ("train", "validation", "test") if getattr(cfg, s) is not None and s not in shared]
+    source = _hf_source(cfg, base_dir) if cfg.dataset else None
+    raw: dict[str, RawSplit] = {}
+    for split in named:
+        limited = split == "train" and not shared  # with shares, the limit applies to what they leave
+        raw[split] = (_hf_split(source, cfg, split, cfg.limit_train if limited else None) if source is not None
+                      else load_split(cfg, split, base_dir, limited))
+    origin = {s: f"{raw[s].source} ({len(raw[s])} rows)" for s in named}
+    if shared:
+        train = raw["train"]
+        total = len(train)
+        keep = list(range(total))
+        stratify = task_type == "classification"
+        for offset, split in enumerate(shared):
+            share = cfg.share(split)
+            n = round(share * total)
+            if n < 1 or n >= len(keep):
+                raise DataError(f"{split}: {100 * share:g}% of {total} train rows leaves "
+                                f"{'no' if n < 1 else 'no train'} rows", f"give a larger data set or another share")
+            rest = train.select(keep)
+            picked = stratified_sample(rest.labels if stratify else None, len(rest), n, cfg.split_seed + offset)
+            chosen = set(picked)
+            raw[split] = rest.select(picked, source=f"{train.source} ({split} share)")
+            keep = [keep[i] for i in range(len(rest)) if i not in chosen]
+            origin[split] = (f"{100 * share:g}% of {train.source}: {n} rows"
+                             f"{', stratified by label' if stratify else ''}, split_seed {cfg.split_seed}")
+        raw["train"] = train.select(keep[:cfg.limit_train] if cfg.limit_train else keep)
+        origin["train"] = f"{train.source}: the {len(raw['train'])} rows left" + (
+            f" (limit_train {cfg.limit_train})" if cfg.limit_train else "")
+    return raw, origin
+
+
 def build_task_data(
     cfg: DataConfig, task_type: Literal["classification", "regression"], base_dir: Path
 ) -> TaskData:
-    """Load both splits and turn the raw labels into class ids (or floats for regression)."""
-    train = load_split(cfg, "train", base_dir)
-    validation = load_split(cfg, "validation", base_dir)
+    """Load the splits and turn the raw labels into class ids (or floats for regression)."""
+    raw, origin = load_raw_splits(cfg, task_type, base_dir)
+    train, validation, test = raw["train"], raw["validation"], raw.get("test")
     if task_type == "regression":
         return TaskData(
             train=train,
@@ -511,21 +717,28 @@ def build_task_data(
             train_label_ids=list(_regression_values(cfg, train)),
             validation_label_ids=list(_regression_values(cfg, validation)),
             regression=True,
+            test=test,
+            test_label_ids=list(_regression_values(cfg, test)) if test is not None else None,
+            splits=origin,
         )
     names = _label_vocabulary(cfg, train)
+    others = {"validation": validation, **({"test": test} if test is not None else {})}
+    ids: dict[str, list[int]] = {}
     if cfg.label_map is not None:
         train_ids = _map_labels(cfg, train, "train")
-        val_ids = _map_labels(cfg, validation, "validation")
+        for split, rows in others.items():
+            ids[split] = _map_labels(cfg, rows, split)
     else:
         index = {name: i for i, name in enumerate(names)}
-        unseen = sorted({s for s in validation.labels if s not in index})
-        if unseen:
-            raise DataError(
-                f"validation labels {_quote_some(unseen)} never occur in the train split",
-                "check the label column of both files, or map labels with task.data.label_map",
-            )
+        for split, rows in others.items():
+            unseen = sorted({s for s in rows.labels if s not in index})
+            if unseen:
+                raise DataError(
+                    f"{split} labels {_quote_some(unseen)} never occur in the train split",
+                    "check the label column of both files, or map labels with task.data.label_map",
+                )
+            ids[split] = [index[s] for s in rows.labels]
         train_ids = [index[s] for s in train.labels]
-        val_ids = [index[s] for s in validation.labels]
     if len(names) < 2:
         raise DataError(
             f"the train split has only {len(names)} label value ({_quote_some(names)})",
@@ -537,8 +750,11 @@ def build_task_data(
         label_names=names,
         num_labels=len(names),
         train_label_ids=list(train_ids),
-        validation_label_ids=list(val_ids),
+        validation_label_ids=list(ids["validation"]),
         regression=False,
+        test=test,
+        test_label_ids=ids.get("test"),
+        splits=origin,
     )
 
 
@@ -579,38 +795,46 @@ class EncodedSplit:
         class when ``n`` allows, so that a tiny search budget still sees all classes.
         ``n >= len(self)`` returns ``self``.
         """
-        total = len(self)
-        if n >= total:
+        if n >= len(self):
             return self
-        if n < 1:
-            raise ValueError(f"subset size must be at least 1, got {n}")
-        rng = random.Random(seed)
-        if self.regression:
-            return self.select(sorted(rng.sample(range(total), n)))
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, y in enumerate(self.labels.tolist()):
-            groups[int(y)].append(i)
-        classes = sorted(groups)
-        for c in classes:
-            rng.shuffle(groups[c])
-        if n < len(classes):
-            chosen = sorted(rng.sample(classes, n))
-            return self.select(sorted(groups[c][0] for c in chosen))
-        # Largest-remainder allocation with a floor of one row per class.
-        exact = {c: n * len(groups[c]) / total for c in classes}
-        quota = {c: max(1, int(exact[c])) for c in classes}
-        while sum(quota.values()) > n:
-            c = max((c for c in classes if quota[c] > 1), key=lambda c: quota[c] - exact[c])
-            quota[c] -= 1
-        order = sorted(classes, key=lambda c: (-(exact[c] - int(exact[c])), c))
-        while sum(quota.values()) < n:
-            for c in order:
-                if sum(quota.values()) >= n:
-                    break
-                if quota[c] < len(groups[c]):
-                    quota[c] += 1
-        picked = [i for c in classes for i in groups[c][: quota[c]]]
-        return self.select(sorted(picked))
+        labels = None if self.regression else [int(y) for y in self.labels.tolist()]
+        return self.select(stratified_sample(labels, len(self), n, seed))
+
+
+def stratified_sample(labels: list | None, total: int, n: int, seed: int) -> list[int]:
+    """Sorted indices of a seeded random sample of ``n`` of ``total`` rows.
+
+    With ``labels`` (one per row) the sample is stratified: every label keeps its share (largest remainder),
+    with at least one row of every label when ``n`` allows. ``labels=None`` samples plainly (regression).
+    """
+    if n < 1:
+        raise ValueError(f"subset size must be at least 1, got {n}")
+    rng = random.Random(seed)
+    if labels is None:
+        return sorted(rng.sample(range(total), n))
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i, y in enumerate(labels):
+        groups[y].append(i)
+    classes = sorted(groups)
+    for c in classes:
+        rng.shuffle(groups[c])
+    if n < len(classes):
+        chosen = sorted(rng.sample(classes, n))
+        return sorted(groups[c][0] for c in chosen)
+    # Largest-remainder allocation with a floor of one row per class.
+    exact = {c: n * len(groups[c]) / total for c in classes}
+    quota = {c: max(1, int(exact[c])) for c in classes}
+    while sum(quota.values()) > n:
+        c = max((c for c in classes if quota[c] > 1), key=lambda c: quota[c] - exact[c])
+        quota[c] -= 1
+    order = sorted(classes, key=lambda c: (-(exact[c] - int(exact[c])), c))
+    while sum(quota.values()) < n:
+        for c in order:
+            if sum(quota.values()) >= n:
+                break
+            if quota[c] < len(groups[c]):
+                quota[c] += 1
+    return sorted(i for c in classes for i in groups[c][: quota[c]])
 
 
 def encode(

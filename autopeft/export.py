@@ -37,8 +37,13 @@ def recipe(study: "Study", record: "TrialRecord") -> dict[str, Any]:
     """The study settings with the chosen configuration fixed; data paths made absolute so it runs anywhere."""
     cfg = study.cfg
     data = cfg.task.data.model_dump(mode="json", exclude_none=True)
-    for split in ("train", "validation"):
-        data[split] = str(cfg.resolve(data[split]).resolve())
+    if cfg.task.data.dataset:  # splits are named inside it; a local source must stay findable
+        local = cfg.resolve(cfg.task.data.dataset)
+        data["dataset"] = str(local.resolve()) if local.exists() else cfg.task.data.dataset
+    else:
+        for split in ("train", "validation", "test"):
+            if split in data and not cfg.task.data.share(split):
+                data[split] = str(cfg.resolve(data[split]).resolve())
     task = cfg.task.model_dump(mode="json", exclude_none=True)
     task["data"] = data
     model = cfg.resolve(cfg.model)
@@ -125,11 +130,16 @@ class TrainedExport:
     seconds: float
     params: int = 0
     trainable: int = 0
+    #: the score on task.data.test, when the study has a test split (``score`` is on the validation split)
+    test_score: float | None = None
+    test_examples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": self.score, "metric": self.metric, "params": self.params, "trainable": self.trainable,
-                "train_examples": self.examples,
-                "epochs": self.epochs, "seconds": round(self.seconds, 2), "config": self.config.to_dict()}
+        test = {"test_score": self.test_score, "test_examples": self.test_examples} if self.test_score is not None \
+            else {}
+        return {"score": self.score, "split": "validation", **test, "metric": self.metric, "params": self.params,
+                "trainable": self.trainable, "train_examples": self.examples, "epochs": self.epochs,
+                "seconds": round(self.seconds, 2), "config": self.config.to_dict()}
 
 
 def train_recipe(recipe_cfg: RecipeConfig | str | Path, directory: str | Path,
@@ -169,11 +179,15 @@ def train_recipe(recipe_cfg: RecipeConfig | str | Path, directory: str | Path,
     if recipe_path is not None:
         dump_yaml(recipe_cfg.model_dump(mode="json", exclude_none=True), recipe_path)
     save_adapters(model, config, directory, weights=True)
+    test = None if trainer.test is None else trainer.evaluate(model, trainer.test)
     trained = TrainedExport(directory, model, config, result.score, trainer.metric_name, result.examples,
-                            result.epochs, result.seconds, result.params, result.trainable)
+                            result.epochs, result.seconds, result.params, result.trainable, test,
+                            len(trainer.test) if test is not None else 0)
     _write_json(directory / RESULT_FILE, trained.to_dict())
-    logger.info("%s: %s %.4f after %d examples x %g epoch(s); saved to %s", recipe_cfg.name, trained.metric,
-                trained.score, trained.examples, trained.epochs, directory)
+    logger.info("%s: validation %s %.4f%s after %d examples x %g epoch(s); saved to %s", recipe_cfg.name,
+                trained.metric, trained.score, "" if test is None else
+                f", test {trained.metric} {test:.4f} ({trained.test_examples} rows)", trained.examples,
+                trained.epochs, directory)
     return trained
 
 

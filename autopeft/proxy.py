@@ -127,6 +127,9 @@ class ProxyTrainer:
                                         max_len, cache, self.task.regression)
         if cfg.proxy.eval_examples:
             self.validation = self.validation.subset(cfg.proxy.eval_examples, cfg.seed)
+        #: rows scored only for the final numbers of refine and export --train (task.data.test), else None
+        self.test = None if self.task.test is None else encode_cached(
+            self.task.test, self.task.test_label_ids, self.tokenizer, max_len, cache, self.task.regression)
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.chance = chance_level(self.metric_name, self.validation.labels.numpy())
         self.activations = ActivationCache(self.model, self.info, self.pad_id,

@@ -84,6 +84,8 @@ class ValidationReport:
     validation_examples: int
     num_labels: int
     objectives: list[str]
+    test_examples: int = 0
+    splits: dict[str, str] = field(default_factory=dict)  # where each split's rows come from
 
 
 @dataclass
@@ -166,7 +168,8 @@ class Study:
         lo, hi = space.param_range(trainer.info)
         return ValidationReport(space.num_configurations(), space.dimensions(), lo, hi, trainer.info.base_params,
                                 trainer.info.num_layers, len(trainer.train), len(trainer.validation),
-                                trainer.task.num_labels, [o.name for o in self.objectives])
+                                trainer.task.num_labels, [o.name for o in self.objectives],
+                                len(trainer.test) if trainer.test is not None else 0, trainer.task.splits)
 
     # ------------------------------------------------------------------ storage
     def _open_storage(self) -> optuna.storages.RDBStorage:
@@ -192,9 +195,13 @@ class Study:
             study.set_user_attr("search_space", self._space_spec)
             study.set_user_attr("seed", self.cfg.seed)
             study.set_user_attr("autopeft_version", __version__)
+            study.set_user_attr("data_splits", self.trainer.task.splits)  # where train/validation/test rows come from
         elif stored != names:
             raise StorageError(f"study '{self.cfg.name}' in {mask_url(self.storage_url)} optimises {stored}, "
                                f"this file asks for {names}", "give the study a new name or use another storage")
+        elif study.user_attrs.get("data_splits", self.trainer.task.splits) != self.trainer.task.splits:
+            logger.warning("the data splits differ from those the study was started with (%s); its trials were "
+                           "scored on other rows", study.user_attrs["data_splits"])
         return study
 
     def load(self) -> optuna.Study:
@@ -541,21 +548,30 @@ class Study:
                 hparams["epochs"] = train.epochs
             examples = train.train_examples or len(self.trainer.train)
             proxy = self.trainer.settings(hparams)
-            scores = []
+            scores, test_scores = [], []
+            test = self.trainer.test  # task.data.test: scored here and by export --train only
             for seed in range(self.cfg.seed, self.cfg.seed + seeds):
                 try:
-                    scores.append(self.trainer.run(config, hparams, seed=seed, train_examples=examples).score)
+                    model, result = self.trainer.fit(config, hparams, seed=seed, train_examples=examples)
                 except TrialFailed as exc:
                     logger.warning("refining trial %d, seed %d failed: %s", record.number, seed, exc)
+                    continue
+                scores.append(result.score)
+                if test is not None:
+                    test_scores.append(self.trainer.evaluate(model, test))
+                del model
             if not scores:
                 continue
-            summary = {"scores": scores, "mean": float(np.mean(scores)), "sd": float(np.std(scores, ddof=1))
-                       if len(scores) > 1 else 0.0,
+            summary = {**_mean_sd(scores),
                        "fidelity": f"full: {min(examples, len(self.trainer.train))} examples x "
                                    f"{proxy.epochs:g} epoch(s), {len(scores)} seeds"}
+            if test_scores:
+                summary["test"] = {**_mean_sd(test_scores), "rows": len(test)}
             study.set_user_attr(f"refined_{record.number}", summary)
-            logger.info("refined %d/%d: trial %d score %.4f ± %.4f (proxy %.4f)", i, len(front), record.number,
-                        summary["mean"], summary["sd"], record.values.get("score", float("nan")))
+            logger.info("refined %d/%d: trial %d validation score %.4f ± %.4f%s (proxy %.4f)", i, len(front),
+                        record.number, summary["mean"], summary["sd"],
+                        f", test score {summary['test']['mean']:.4f} ± {summary['test']['sd']:.4f}"
+                        if test_scores else "", record.values.get("score", float("nan")))
         return self.pareto_front(study)
 
     # ------------------------------------------------------------------ references
@@ -695,6 +711,12 @@ class Study:
         from .export import export_trial
 
         return export_trial(self, self.trial(number), Path(directory), train=train)
+
+
+def _mean_sd(scores: list[float]) -> dict[str, Any]:
+    """``{"scores", "mean", "sd"}`` of a refined point's scores (sd 0 for one seed)."""
+    return {"scores": scores, "mean": float(np.mean(scores)),
+            "sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0}
 
 
 def summarise_config(config: dict, hparams: dict) -> str:
