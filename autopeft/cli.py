@@ -146,8 +146,8 @@ def _announce(args):
     data = cfg.task.data
     refs = f"{len(REFERENCES)} reference configurations and " if cfg.references else ""
     trials = args.trials or cfg.budget.trials
-    logger.info("study '%s': loading model %s and data (%s); then %s%d trials%s", cfg.name, cfg.model,
-                data.describe(), refs, trials,
+    logger.info("study '%s': loading model %s and data (%s); then %s%d trial%s%s", cfg.name, cfg.model,
+                data.describe(), refs, trials, "" if trials == 1 else "s",
                 "" if args.command == "run" and args.workers == 1 else " shared by the workers")
     return cfg
 

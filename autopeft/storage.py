@@ -1,6 +1,7 @@
 """Optuna storages chosen by URL, with passwords masked in anything shown to the user."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -13,6 +14,8 @@ import optuna
 import sqlalchemy.exc
 
 from .errors import StorageError
+
+logger = logging.getLogger(__name__)
 
 #: environment variable that overrides the storage URL of every study (keeps passwords out of YAML)
 STORAGE_ENV = "AUTOPEFT_STORAGE"
@@ -77,12 +80,13 @@ def open_storage(url: str, create: bool = True, heartbeat: int = HEARTBEAT_S,
     if path is not None:
         if not create and not path.exists():
             raise StorageError(f"storage '{url}' does not exist", "run 'autopeft run STUDY' first or pass --storage")
-        if create:
+        if create and not path.parent.is_dir():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create the folder of '{url}' ({exc.strerror})",
                                    "choose a writable path") from None
+            logger.info("created the folder %s for the storage %s", path.parent, url)
     elif not re.match(r"^[a-z0-9+]+://", url):
         raise StorageError(f"'{mask_url(url)}' is not a storage URL", "use sqlite:///path.db or postgresql://user@host/db")
     try:
