@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--timeout", type=_positive(float), help="wall-clock limit in seconds (default: budget.time)")
     run.add_argument("--workers", type=_positive(int), default=1, metavar="K",
                      help="run K worker processes on this machine (default 1)")
+    run.add_argument("--warm-start", metavar="OTHER",
+                     help="first run the Pareto configurations of another study (its YAML file, or its storage URL "
+                          "with '#NAME' when it holds several), mapped by relative depth when the models differ")
     study_cmd("validate", "check a study file, its model, data and space; print the space size")
     pareto = study_cmd("pareto", "print the Pareto front")
     pareto.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -154,6 +157,8 @@ def _announce(args):
 
 def cmd_run(args) -> int:
     study = _study(args, _announce(args))
+    if args.warm_start:
+        study.warm_start(args.warm_start)
     front = study.optimize(n_trials=args.trials, timeout=args.timeout, workers=args.workers)
     print(render_table(study, front, study.references()))
     return 0
@@ -292,7 +297,8 @@ def render_table(study, front, references=()) -> str:
                 cell += f" ({pct:.2f}%)" if pct is not None else ""
             cells.append(cell)
         ref = r.attrs.get("reference")
-        cells.append(f"[reference] {ref}" if ref else summarise_config(r.config, r.hyperparameters))
+        warm = "[warm start] " if r.attrs.get("warm_start") else ""
+        cells.append(f"[reference] {ref}" if ref else warm + summarise_config(r.config, r.hyperparameters))
         rows.append(cells)
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     refined = next((r.attrs["refined"] for r in front if r.attrs.get("refined")), None)

@@ -63,6 +63,7 @@ class Point:
     params_pct: float | None = None
     trainable: int | None = None  # every trained parameter (adapters + head), whether or not an objective
     memory_breakdown: dict[str, int] = field(default_factory=dict)  # bytes alive at the measured memory peak
+    warm_start: str | None = None  # "<other study> trial N" when a warm start enqueued this configuration
 
 
 @dataclass
@@ -181,7 +182,7 @@ def _point(trial: "optuna.trial.FrozenTrial", names: Sequence[str]) -> Point:
     return Point(trial.number, dict(zip(names, trial.values)), attrs.get("config") or {},
                  attrs.get("hyperparameters") or {}, dict(trial.params), attrs.get("fidelity"), seen,
                  reference=reference, params_pct=measured.get("params_pct"), trainable=measured.get("trainable"),
-                 memory_breakdown=measured.get("memory_breakdown") or {})
+                 memory_breakdown=measured.get("memory_breakdown") or {}, warm_start=attrs.get("warm_start"))
 
 
 def _reference_points(study: "Study", optuna_study: "optuna.Study", names: Sequence[str]) -> list[Point]:
@@ -368,6 +369,8 @@ def _hover(p: Point, names: Sequence[str]) -> str:
     lines.append(f"fidelity: {html.escape(p.fidelity or 'unknown')}")
     if p.group:
         lines.append(html.escape(p.group))
+    if p.warm_start:
+        lines.append(html.escape(f"warm start: {p.warm_start}"))
     config = json.dumps(p.config, sort_keys=True) if p.config else "(no adapters: head only)"
     lines += [html.escape(chunk) for chunk in _wrap(f"config: {config}", 90)]
     if p.hyperparameters:

@@ -69,7 +69,8 @@ class TrialRecord:
                 "fidelity": self.fidelity, **({"fail_reason": self.fail_reason} if self.fail_reason else {}),
                 **({"validation_loss": loss} if loss is not None else {}),
                 **({"measured": extra} if extra else {}),
-                **({"reference": self.attrs["reference"]} if self.attrs.get("reference") else {})}
+                **({"reference": self.attrs["reference"]} if self.attrs.get("reference") else {}),
+                **({"warm_start": self.attrs["warm_start"]} if self.attrs.get("warm_start") else {})}
 
 
 @dataclass
@@ -196,6 +197,7 @@ class Study:
             study.set_user_attr("seed", self.cfg.seed)
             study.set_user_attr("autopeft_version", __version__)
             study.set_user_attr("data_splits", self.trainer.task.splits)  # where train/validation/test rows come from
+            study.set_user_attr("num_layers", self.trainer.info.num_layers)  # maps its configs when warm-starting
         elif stored != names:
             raise StorageError(f"study '{self.cfg.name}' in {mask_url(self.storage_url)} optimises {stored}, "
                                f"this file asks for {names}", "give the study a new name or use another storage")
@@ -217,6 +219,25 @@ class Study:
                                "run 'autopeft run STUDY' first, or pass the right --storage") from None
 
     # ------------------------------------------------------------------ search
+    def warm_start(self, source: str) -> int:
+        """Enqueue the Pareto configurations of another study (its YAML file or storage URL, see warmstart.py) as
+        this study's next trials, mapped into this study's space; returns how many. Once per study: a resumed
+        study that was warm-started already is left alone."""
+        from .warmstart import enqueue_front, load_source
+
+        origin = load_source(source)
+        space = self.space
+        study = self._create_or_load()
+        done = study.user_attrs.get("warm_start")
+        if done:
+            logger.info("study '%s' was warm-started from %s already", self.cfg.name, done["source"])
+            return 0
+        n = enqueue_front(study, origin, space)
+        study.set_user_attr("warm_start", {"source": origin.label, "configurations": n})
+        logger.info("warm start: the %d Pareto configuration%s of %s run first", n, "" if n == 1 else "s",
+                    origin.label)
+        return n
+
     def optimize(self, n_trials: int | None = None, timeout: float | None = None, workers: int = 1,
                  worker: str | None = None) -> list[TrialRecord]:
         """Run trials until the study holds ``n_trials`` counted ones (budget.trials by default; see workers.py).
