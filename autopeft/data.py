@@ -597,7 +597,7 @@ def _hf_source(cfg: DataConfig, base_dir: Path) -> Any:
         if name.startswith((".", "/", "~")) or name.count("/") > 1:
             raise DataError(f"data set {name!r} does not exist (resolved to {str(path)!r})",
                             "give a save_to_disk folder, a local data file, or a Hugging Face hub name")
-        return datasets.load_dataset(name, cfg.dataset_config)  # the hub, or its local cache when offline
+        return _from_hub(name, cfg.dataset_config)
     except DataError:
         raise
     except Exception as exc:  # DatasetNotFoundError, ConnectionError, ValueError (bad config name), ...
@@ -605,6 +605,31 @@ def _hf_source(cfg: DataConfig, base_dir: Path) -> Any:
         raise DataError(f"cannot load data set {name!r} ({first[:300]})",
                         "check the name and dataset_config; offline, a hub data set must be in the local cache "
                         "(or saved with save_to_disk)") from None
+
+
+def _from_hub(name: str, config: str | None) -> Any:
+    """A hub data set: from the hub when it answers, else from the local cache only — at once, not after
+    huggingface_hub's retries."""
+    import datasets
+    import datasets.config
+    import huggingface_hub.constants
+
+    from .models import hub_unreachable
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    why = "HF_HUB_OFFLINE is set" if offline else hub_unreachable()
+    if why is None:
+        return datasets.load_dataset(name, config)
+    saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        return datasets.load_dataset(name, config)
+    except Exception:
+        raise DataError(f"data set {name!r} is not in the local cache and {why}",
+                        "connect to the network once, or point task.data.dataset at a save_to_disk folder or local "
+                        "files") from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved
 
 
 def _datasets_cache() -> Path:

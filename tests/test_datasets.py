@@ -101,6 +101,17 @@ def test_dataset_errors_are_one_line(saved_dataset, tmp_path, change, words):
         assert "splits: train, validation, test" in str(err.value) and "validation: 20%" in str(err.value)
 
 
+def test_hub_name_offline_is_one_quick_line(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing answers there
+    start = time.monotonic()
+    with pytest.raises(DataError) as err:
+        build_task_data(DataConfig(dataset="nobody/no-such-set", text="t", label="l"), "classification", tmp_path)
+    assert "not in the local cache and the Hugging Face hub http://127.0.0.1:9 is unreachable" in str(err.value)
+    assert time.monotonic() - start < 20  # not huggingface_hub's retries
+
+
 def test_shares_are_checked_when_the_file_is_read():
     with pytest.raises(ValueError, match="between 0 and 100%"):
         DataConfig(train="t.tsv", validation="120%", text="s", label="l")
