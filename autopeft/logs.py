@@ -11,9 +11,36 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Callable
 
 #: set by setup_logging: adopt_library_loggers does nothing for programs that configure logging themselves
 _configured = False
+#: the handler setup_logging installed (it clears the live line before each record)
+_handler: "_LiveAwareHandler | None" = None
+#: seconds between redraws of the live line
+LIVE_EVERY_S = 0.5
+
+
+class _LiveAwareHandler(logging.StreamHandler):
+    """A stderr handler that first wipes the live progress line (see :func:`live_progress`) off the terminal."""
+
+    live_shown = False
+    live_ok = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.live_shown:
+            self.stream.write("\r\033[K")
+            self.live_shown = False
+        super().emit(record)
+
+    def show_live(self, text: str) -> None:
+        self.acquire()
+        try:
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+            self.live_shown = True
+        finally:
+            self.release()
 
 
 class _OwnOrVerbose(logging.Filter):
@@ -41,8 +68,10 @@ def setup_logging(verbose: bool = False, prefix: str = "") -> None:
         return  # the host program (a test runner, a notebook) configured logging: like basicConfig, leave it
     for old in list(root.handlers):
         root.removeHandler(old)
-    handler = logging.StreamHandler(sys.stderr)
+    global _handler
+    handler = _handler = _LiveAwareHandler(sys.stderr)
     handler.autopeft = True
+    handler.live_ok = not prefix  # several local workers share one terminal: plain lines only
     handler.setFormatter(logging.Formatter(f"{prefix}%(message)s"))
     handler.addFilter(_OwnOrVerbose(verbose))
     root.addHandler(handler)
@@ -74,3 +103,22 @@ def adopt_library_loggers() -> None:
         import datasets
 
         datasets.disable_progress_bars()
+
+
+def live_progress(label: str = "training") -> "Callable[[int, int, float, float], None] | None":
+    """A step callback (see ProxyTrainer.on_step) that keeps one live line on a terminal — step, loss, seconds
+    left — redrawn at most every LIVE_EVERY_S and wiped before the next log line; None when stderr is not a
+    terminal (piped output gets the plain log lines only) or the command line did not set up logging."""
+    handler = _handler
+    if handler is None or not handler.live_ok or not getattr(handler.stream, "isatty", lambda: False)():
+        return None
+    last = [0.0]
+
+    def show(step: int, total: int, loss: float, elapsed: float) -> None:
+        if elapsed - last[0] < LIVE_EVERY_S and step < total:
+            return
+        last[0] = elapsed
+        left = elapsed / step * (total - step) if step else 0.0
+        handler.show_live(f"  {label}: step {step}/{total}, loss {loss:.4f}, {left:.0f}s left")
+
+    return show

@@ -134,6 +134,8 @@ class ProxyTrainer:
         self.chance = chance_level(self.metric_name, self.validation.labels.numpy())
         self.activations = ActivationCache(self.model, self.info, self.pad_id,
                                            int(cfg.proxy.activation_cache_mb * 2**20))
+        #: called after every training step with (step, total steps, loss, seconds since the run started)
+        self.on_step: Callable[[int, int, float, float], None] | None = None
 
     # ------------------------------------------------------------------ helpers
     def settings(self, hparams: dict[str, Any] | None = None) -> ProxyConfig:
@@ -241,6 +243,8 @@ class ProxyTrainer:
                             break
                         train_step(self._to(batch))
                         step += 1
+                        if self.on_step is not None:
+                            self.on_step(step, total_steps, losses[-1], time.perf_counter() - start)
                         seen = min(step * proxy.batch_size, len(train) * (epoch + 1))
                         for n in pending:
                             if seen >= n and n not in curve:

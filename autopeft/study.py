@@ -140,11 +140,12 @@ class Study:
     def trainer(self):
         """Model, tokenizer and encoded data, loaded once (this validates model and data)."""
         if self._trainer is None:
-            from .logs import adopt_library_loggers
+            from .logs import adopt_library_loggers, live_progress
             from .proxy import ProxyTrainer
 
             self._trainer = t = ProxyTrainer(self.cfg)
             adopt_library_loggers()  # transformers & co. are imported by now: their notices go to the -v log
+            t.on_step = live_progress()  # on a terminal: step, loss and seconds left inside each run
             logger.info("loaded %s (%d layers, %s parameters); %d train / %d validation rows, %s", self.cfg.model,
                         t.info.num_layers, f"{t.info.base_params:,}", len(t.train), len(t.validation),
                         f"{t.task.num_labels} labels" if not t.task.regression else "regression")

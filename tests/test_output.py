@@ -2,6 +2,7 @@
 them at once."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -44,3 +45,35 @@ def test_third_party_warnings_only_in_the_verbose_log(write_study, tmp_path):
     (tmp_path / "tiny.db").unlink()
     r = run_cli("-v", "run", str(study), env=env, fresh=True)
     assert r.code == 0 and "DeprecationWarning: `torch.jit.script`" in r.err
+
+
+def test_a_live_line_inside_trials_on_a_terminal_only(write_study):
+    """On a terminal a live line (step, loss, seconds left) is redrawn inside each run and wiped before the next
+    log line; piped, stderr holds plain lines only."""
+    import os
+    import pty
+
+    study = write_study()
+    study.write_text(study.read_text().replace("epochs: 1,", "epochs: 8,"))
+    script = ("import autopeft.logs as logs, sys\nlogs.LIVE_EVERY_S = 0\nfrom autopeft.cli import main\n"
+              f"sys.exit(main(['run', {str(study)!r}, '--trials', '1']))\n")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(300) == 0
+    text = seen.decode()
+    assert re.search(r"\r\x1b\[K  training: step \d+/32, loss \d\.\d{4}, \d+s left", text), text
+    # the live line is wiped before the next log line, which then starts at the line's beginning
+    assert re.search(r"step 32/32, loss \d\.\d{4}, 0s left\r\x1b\[Ktrial 0 ", text), text
+
+    piped = run_cli("run", str(study), "--trials", "2")
+    assert piped.code == 0 and "\r" not in piped.err and "step" not in piped.err, piped.err
