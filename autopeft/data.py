@@ -118,7 +118,7 @@ class DataConfig(BaseModel):
     @field_validator("validation", "test")
     @classmethod
     def _check_share(cls, value: str | float | None) -> str | float | None:
-        if value is not None and not isinstance(value, str) or isinstance(value, str) and value.strip().endswith("%"):
+        if _is_share(value):
             share_of(value)  # raises ValueError for 0%, 150%, -0.2, ...
         return value
 
@@ -140,9 +140,7 @@ class DataConfig(BaseModel):
     def share(self, split: str) -> float | None:
         """The share of the train rows ``split`` (validation or test) takes, or None when it is its own file/split."""
         value = getattr(self, split)
-        if value is None or isinstance(value, str) and not value.strip().endswith("%"):
-            return None
-        return share_of(value)
+        return share_of(value) if _is_share(value) else None
 
     def describe(self) -> str:
         """Where the data comes from, in a few words (for the first line of a run)."""
@@ -172,6 +170,11 @@ class DataConfig(BaseModel):
         if self.quoting is not None:
             return self.quoting
         return fmt == "csv"
+
+
+def _is_share(value: str | float | None) -> bool:
+    """A number (``0.2``) or a percentage (``20%``): a share of the train rows, not a file or split name."""
+    return isinstance(value, (int, float)) or isinstance(value, str) and value.strip().endswith("%")
 
 
 def share_of(value: str | float) -> float:

@@ -83,6 +83,9 @@ CASES = [
     # ---- data
     Case("missing data file", ("train: train.tsv", "train: nothere.tsv"), "nothere.tsv"),
     Case("missing column", ("text: sentence", "text: sentense"), "sentense"),
+    Case("validation share out of range", ("validation: dev.tsv", "validation: 120%"), "between 0 and 100%"),
+    Case("missing data set folder", ("train: train.tsv, validation: dev.tsv", "dataset: ./no_such_set"),
+         "does not exist"),
     Case("label unseen in training", None, "7", args=["validate", GOOD], setup=_append("dev.tsv", "one more\t7\n")),
     Case("header-only training file", None, "train", setup=lambda d: (d / "train.tsv").write_text("sentence\tlabel\n")),
     # ---- model
