@@ -110,3 +110,149 @@ def test_smollm2_loads_offline_as_a_llama_classifier():
     assert model.config.pad_token_id == tok.pad_token_id is not None
     lora = {"lora": {"size": 8, "layers": list(range(30)), "targets": ["query", "value"]}}
     assert count_adapter_params(PEFTConfig.from_dict(lora), info) == 460_800  # as PEFT counts it
+
+
+# ------------------------------------------------------------------ adapters on decoder layers
+from autopeft.adapters import PEFTConfig, apply_adapters, count_adapter_params  # noqa: E402
+from autopeft.adapters.io import adapter_parameters  # noqa: E402
+
+DECODER_TYPES = ["llama", "qwen2"]
+GENERIC_TARGETS = ["query", "key", "value", "attn_out", "ffn_in", "ffn_gate", "ffn_out"]
+
+#: name -> (configuration, freshly attached modules leave the logits unchanged)
+CASES: dict[str, tuple[dict, bool]] = {
+    "serial_both": ({"serial": {"layers": {0: 2, 1: 6}, "position": "both", "activation": "silu"}}, True),
+    "parallel": ({"parallel": {"layers": {0: 4, 1: 2}, "scaling": 2.0}}, True),
+    "lora_qv": ({"lora": {"size": 4, "layers": [0, 1], "targets": ["query", "value"]}}, True),
+    "lora_all_linear": ({"lora": {"layers": {0: 2, 1: 4}, "targets": "all-linear"}}, True),
+    "lora_proj_names": ({"lora": {"size": 2, "layers": [1], "targets": ["k_proj", "gate", "down_proj"]}}, True),
+    "prefix": ({"prefix": {"size": 3, "layers": [0, 1]}}, False),
+    "all_four": ({"serial": {"size": 4, "layers": [0, 1], "position": "both"},
+                  "parallel": {"size": 8, "layers": [1]},
+                  "prefix": {"size": 2, "layers": [0]},
+                  "lora": {"layers": {0: 4, 1: 8}, "targets": ["query", "value", "ffn_gate"]}}, False),
+}
+
+
+def _inputs(padded: bool = True) -> dict[str, torch.Tensor]:
+    ids = torch.randint(3, 100, (2, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[1, 4:] = 0
+        ids[1, 4:] = 0  # the pad id: the head pools the last token that is not padding
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _logits(model, **inputs) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**(inputs or _inputs())).logits
+
+
+def _perturb(model) -> None:
+    with torch.no_grad():
+        for p in adapter_parameters(model).values():
+            p.normal_(0, 0.2)
+
+
+@pytest.mark.parametrize("model_type", DECODER_TYPES)
+@pytest.mark.parametrize("case", [c for c, (_, identity) in CASES.items() if identity])
+def test_fresh_adapters_keep_decoder_logits(model_type, case):
+    model = make_tiny_decoder(model_type)
+    base = _logits(model)
+    apply_adapters(model, PEFTConfig.from_dict(CASES[case][0]))
+    torch.testing.assert_close(_logits(model), base, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model_type", DECODER_TYPES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_decoder_params_match_analytic_count_and_gradients_reach_only_adapters(model_type, case):
+    model = make_tiny_decoder(model_type)
+    config = PEFTConfig.from_dict(CASES[case][0])
+    expected = count_adapter_params(config, model_info(model))
+    returned = apply_adapters(model, config)
+    trainable = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.startswith("score."))
+    assert trainable == expected == sum(p.numel() for p in returned)
+    _perturb(model)
+    model(**_inputs(), labels=torch.tensor([0, 1])).loss.backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad == set(adapter_parameters(model)) | {"score.weight"}
+
+
+@pytest.mark.parametrize("target", GENERIC_TARGETS)
+def test_generic_lora_targets_wrap_the_llama_module(target):
+    from peft.tuners.lora import LoraLayer
+
+    model = make_tiny_decoder(layers=3)
+    info = model_info(model)
+    apply_adapters(model, PEFTConfig.from_dict({"lora": {"layers": {0: 2, 2: 4}, "targets": [target]}}))
+    wrapped = {n for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+    assert wrapped == {info.module_path(0, target), info.module_path(2, target)}
+
+
+def test_lora_r8_query_value_count_matches_peft():
+    """Grouped-query attention: v_proj is hidden -> kv_heads * head_dim, and PEFT counts it so."""
+    from peft import LoraConfig, get_peft_model
+
+    model = make_tiny_decoder()
+    ours = count_adapter_params(PEFTConfig.from_dict({"lora": {"size": 8, "layers": [0, 1]}}), model_info(model))
+    peft_model = get_peft_model(make_tiny_decoder(), LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
+    assert ours == peft_model.get_nb_trainable_parameters()[0] == 2 * (8 * (32 + 32) + 8 * (32 + 16))
+
+
+def test_ffn_gate_is_refused_on_bert(tiny_model):
+    from autopeft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown lora target 'ffn_gate' for model type 'bert'"):
+        apply_adapters(tiny_model("bert"), PEFTConfig.from_dict({"lora": {"size": 2, "layers": [0],
+                                                                          "targets": ["ffn_gate"]}}))
+
+
+# ------------------------------------------------------------------ prefix under the causal mask
+@pytest.mark.parametrize("model_type", DECODER_TYPES)
+def test_prefix_attention_without_prefix_matches_stock_decoder(model_type):
+    stock, model = make_tiny_decoder(model_type), make_tiny_decoder(model_type)
+    apply_adapters(model, PEFTConfig.from_dict({"prefix": {"size": 2, "layers": [1]}}))
+    del model.model.layers[1].self_attn.autopeft_prefix
+    for padded in (False, True):
+        torch.testing.assert_close(_logits(model, **_inputs(padded)), _logits(stock, **_inputs(padded)),
+                                   rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_type", DECODER_TYPES)
+def test_decoder_prefix_is_causal_and_respects_padding(model_type):
+    model = make_tiny_decoder(model_type)
+    apply_adapters(model, PEFTConfig.from_dict({"prefix": {"size": 3, "layers": [0, 1]}}))
+    _perturb(model)
+    inputs = _inputs()
+    alone = {k: v[1:, :4] for k, v in inputs.items()}
+    torch.testing.assert_close(_logits(model, **inputs)[1], _logits(model, **alone)[0], rtol=0, atol=1e-5)
+    # position t never sees tokens after t (with the prefix in every layer)
+    ids = inputs["input_ids"][:1]
+    later = ids.clone()
+    later[0, 5:] = 7
+    with torch.no_grad():
+        a, b = model.model(input_ids=ids).last_hidden_state, model.model(input_ids=later).last_hidden_state
+    torch.testing.assert_close(a[:, :5], b[:, :5], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_decoder_prefix_matches_eager_attention_over_explicit_keys():
+    """The prefix equals extra key/value positions every query sees, per key-value head (shared by its queries)."""
+    from autopeft.adapters.prefix import prefix_attention_forward
+
+    g = torch.Generator().manual_seed(0)
+    b, heads, kv_heads, q_len, dim, length = 2, 4, 2, 5, 4, 3
+    q = torch.randn(b, heads, q_len, dim, generator=g)
+    k, v = (torch.randn(b, kv_heads, q_len, dim, generator=g) for _ in range(2))
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups = True, heads // kv_heads
+    from autopeft.adapters.prefix import Prefix
+
+    module.autopeft_prefix = Prefix(kv_heads, length, dim, init_std=1.0)
+    out, _ = prefix_attention_forward(module, q, k, v, None, dropout=0.0, scaling=dim**-0.5)
+    kk = torch.cat([module.autopeft_prefix.key.expand(b, -1, -1, -1), k], 2).repeat_interleave(2, dim=1)
+    vv = torch.cat([module.autopeft_prefix.value.expand(b, -1, -1, -1), v], 2).repeat_interleave(2, dim=1)
+    scores = q @ kk.transpose(-1, -2) * dim**-0.5
+    keep = torch.cat([torch.ones(q_len, length, dtype=torch.bool), torch.ones(q_len, q_len, dtype=torch.bool).tril()], 1)
+    manual = (scores.masked_fill(~keep, float("-inf")).softmax(-1) @ vv).transpose(1, 2)
+    torch.testing.assert_close(out, manual, rtol=1e-5, atol=1e-6)
