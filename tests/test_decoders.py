@@ -256,3 +256,58 @@ def test_decoder_prefix_matches_eager_attention_over_explicit_keys():
     keep = torch.cat([torch.ones(q_len, length, dtype=torch.bool), torch.ones(q_len, q_len, dtype=torch.bool).tril()], 1)
     manual = (scores.masked_fill(~keep, float("-inf")).softmax(-1) @ vv).transpose(1, 2)
     torch.testing.assert_close(out, manual, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ activation cache on decoders
+from autopeft.activation_cache import ActivationCache, cached_batches, start_at_layer  # noqa: E402
+from autopeft.data import EncodedSplit, iter_batches  # noqa: E402
+
+CACHE_CONFIGS = {
+    "lora_top": {"lora": {"size": 4, "layers": [2], "targets": "all-linear"}},
+    "serial_parallel_mid": {"serial": {"size": 4, "layers": [1, 2], "position": "both"},
+                            "parallel": {"size": 4, "layers": [2]}},
+    "prefix_top": {"prefix": {"size": 2, "layers": [2]}},
+    "head_only": {},
+}
+
+
+def _split(n=12, seed=0) -> EncodedSplit:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 10, (n,), generator=g).tolist()
+    ids = [torch.randint(5, 100, (m,), generator=g).tolist() for m in lengths]
+    return EncodedSplit(ids, None, torch.randint(0, 2, (n,), generator=g), lengths)
+
+
+@pytest.mark.parametrize("name", sorted(CACHE_CONFIGS))
+@pytest.mark.parametrize("model_type", DECODER_TYPES)
+def test_decoder_cached_step_equals_uncached(name, model_type):
+    """Rotary positions, the causal mask, last-token pooling and the final norm are right when starting at layer k."""
+    import copy
+
+    base = make_tiny_decoder(model_type, layers=3)
+    info = model_info(base)
+    config = PEFTConfig.from_dict(CACHE_CONFIGS[name])
+    model = copy.deepcopy(base)
+    apply_adapters(model, config)
+    _perturb(model)
+    k = min((min(s.layers) for s in config.modules.values()), default=info.num_layers)
+    split = _split()
+    packed = ActivationCache(base, info, pad_id=0, budget_bytes=2**30).get("train", split, k)
+    assert packed is not None
+    model.train()
+    full = next(iter_batches(split, 6, 0, shuffle=True, seed=3))
+    assert full["attention_mask"].min() == 0  # the batch is padded
+    loss_full = model(**full).loss
+    loss_full.backward()
+    grads_full = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    with start_at_layer(model, info, k):
+        cached = next(cached_batches(packed, split, 6, 0, shuffle=True, seed=3))
+        loss_cached = model(**cached).loss
+        loss_cached.backward()
+    torch.testing.assert_close(loss_cached, loss_full, rtol=1e-5, atol=1e-6)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, grads_full[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert len(model.get_submodule(info.arch.layers)) == info.num_layers
+    assert model(**full).loss.isfinite()  # the full model works again after the block
