@@ -311,3 +311,78 @@ def test_decoder_cached_step_equals_uncached(name, model_type):
             torch.testing.assert_close(p.grad, grads_full[n], rtol=1e-4, atol=1e-6, msg=n)
     assert len(model.get_submodule(info.arch.layers)) == info.num_layers
     assert model(**full).loss.isfinite()  # the full model works again after the block
+
+
+# ------------------------------------------------------------------ proxy and study on a decoder
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    """A tiny random Llama classifier saved with the MiniLM tokenizer, loadable by path like any HF model."""
+    from transformers import AutoTokenizer
+
+    from autopeft.models import resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"))
+    path = tmp_path_factory.mktemp("tiny-llama")
+    make_tiny_decoder(vocab_size=tok.vocab_size).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def decoder_study(write_study, tiny_llama_dir, tiny_model_dir):
+    """Factory: the fast tiny study of conftest on the tiny Llama."""
+    def write(**overrides):
+        path = write_study(**overrides)
+        path.write_text(path.read_text().replace(f"model: {tiny_model_dir}", f"model: {tiny_llama_dir}"))
+        return path
+    return write
+
+
+def test_proxy_runs_every_kind_on_a_decoder_and_the_cache_changes_nothing(decoder_study):
+    from autopeft.config import load_study_config
+    from autopeft.proxy import ProxyTrainer
+
+    cfg = load_study_config(decoder_study())
+    cfg.proxy = cfg.proxy.model_copy(update={"measure_memory": False})
+    trainer = ProxyTrainer(cfg)
+    assert trainer.info.decoder and trainer.model.config.pad_token_id == trainer.pad_id
+    for body in CACHE_CONFIGS.values():
+        body = {kind: {**spec, "layers": [1]} for kind, spec in body.items()}  # the tiny study model has 2 layers
+        config = PEFTConfig.from_dict(body)
+        trainer.cfg.proxy.activation_cache = True
+        cached = trainer.run(config)
+        trainer.cfg.proxy.activation_cache = False
+        plain = trainer.run(config)
+        assert cached.cached_from_layer == (1 if body else 2) and plain.cached_from_layer is None
+        assert cached.train_loss == pytest.approx(plain.train_loss, rel=1e-4)
+        assert cached.score == pytest.approx(plain.score, abs=1e-6)
+    full = trainer.run(PEFTConfig.from_dict({}), full_finetune=True)
+    assert full.params == trainer.info.base_params
+
+
+def test_decoder_study_runs_and_a_lora_pick_loads_with_peft(decoder_study, tmp_path, tiny_llama_dir, capsys):
+    import json
+
+    import yaml
+
+    from autopeft.cli import main
+
+    space = tmp_path / "lora_space.yaml"
+    space.write_text("adapters:\n  lora: {rank: [2, 4], per_layer: true, targets: [[query, value], [all-linear]]}\n")
+    study = decoder_study()
+    study.write_text(study.read_text().replace("search_space: space.yaml", f"search_space: {space}"))
+    assert main(["run", str(study), "--trials", "2"]) == 0
+    capsys.readouterr()
+    assert main(["pareto", str(study), "--format", "json"]) == 0
+    front = {p["trial"]: p for p in json.loads(capsys.readouterr().out)}
+    assert front and all(p["state"] == "COMPLETE" and p["config"] for p in front.values())
+    out = tmp_path / "lora_export"
+    assert main(["export", str(study), "--pick", "max-score", "--train", "-o", str(out)]) == 0
+    point = front[yaml.safe_load((out / "autopeft.yaml").read_text())["source"]["trial"]]
+
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_llama_dir, num_labels=2)
+    model = PeftModel.from_pretrained(base, str(out))
+    assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) == point["values"]["params"]

@@ -34,10 +34,10 @@ ALL_LINEAR = "all-linear"
 def resolve_targets(targets: Any, info: ModelInfo) -> list[str]:
     """Logical module names for ``targets`` (logical names, aliases, layer-relative paths or their last part;
     ``all-linear`` for every linear module of the layer)."""
-    if targets == ALL_LINEAR or targets == [ALL_LINEAR]:
-        return list(info.arch.modules)
     if isinstance(targets, str):
         targets = [t.strip() for t in targets.split(",") if t.strip()]
+    if isinstance(targets, (list, tuple)) and ALL_LINEAR in targets:
+        return list(info.arch.modules)
     if not isinstance(targets, (list, tuple)) or not targets:
         raise ConfigError(f"lora targets {targets!r} must be a non-empty list", "write e.g. targets: [query, value]")
     modules = info.arch.modules
