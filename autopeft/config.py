@@ -186,7 +186,10 @@ class StudyConfig(_Strict):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     references: bool = Field(False, description="also train full fine-tuning and the standard hand-made configs "
-                                                "(Houlsby, parallel, prefix 30, LoRA r=8) at the proxy fidelity")
+                                                "(Houlsby, parallel, prefix 30, LoRA r=8) at the proxy fidelity; on "
+                                                "decoders LoRA r=8 query/value and LoRA r=16 all-linear")
+    full_finetune_reference: bool | None = Field(None, description="train full fine-tuning among the references; "
+                                                 "default: yes for encoders, no for decoders")
 
     #: directory of the YAML file; relative data/space/objective paths resolve against it (then the CWD)
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -565,14 +565,14 @@ class Study:
         stale check and trained again by whoever looks next.
         """
         from .adapters import PEFTConfig
-        from .references import REFERENCES, reference_config
+        from .references import reference_config, references_for
 
         storage = self._open_storage()
         study = optuna.create_study(storage=storage, study_name=self.references_name,
                                     directions=[o.direction for o in self.objectives], load_if_exists=True)
         stale = StaleTrials(self.cfg.recovery.grace, retries=0)
         info = self.trainer.info
-        for ref in REFERENCES:
+        for ref in references_for(info, self.cfg.full_finetune_reference):
             stale.check(study)
             if ref.name in _reference_claims(study):
                 continue

@@ -386,3 +386,33 @@ def test_decoder_study_runs_and_a_lora_pick_loads_with_peft(decoder_study, tmp_p
     base = AutoModelForSequenceClassification.from_pretrained(tiny_llama_dir, num_labels=2)
     model = PeftModel.from_pretrained(base, str(out))
     assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) == point["values"]["params"]
+
+
+# ------------------------------------------------------------------ references
+def test_decoder_references_are_lora_recipes_and_full_finetuning_only_when_asked(tiny_model):
+    from autopeft.adapters import normalise_config
+    from autopeft.references import REFERENCES, reference_config, references_for
+
+    info = model_info(make_tiny_decoder())
+    names = [r.name for r in references_for(info)]
+    assert names == ["LoRA (r=8, query/value)", "LoRA (r=16, all-linear)"]
+    assert [r.name for r in references_for(info, full_finetune=True)][0] == "full fine-tuning"
+    counts = [count_adapter_params(normalise_config(PEFTConfig.from_dict(reference_config(r, info)), info), info)
+              for r in references_for(info)]
+    per_layer_all = sum(16 * (i + o) for i, o in (info.module_shape(m) for m in info.arch.modules))
+    assert counts == [2 * (8 * (32 + 32) + 8 * (32 + 16)), 2 * per_layer_all]
+    encoder = model_info(tiny_model("bert"))
+    assert references_for(encoder) == REFERENCES and references_for(encoder, False) == REFERENCES[1:]
+
+
+def test_decoder_study_trains_its_references(decoder_study, tmp_path, capsys):
+    import optuna
+
+    from autopeft.cli import main
+
+    study = decoder_study(references="true", full_finetune_reference="true")
+    assert main(["run", str(study), "--trials", "1"]) == 0
+    assert "LoRA (r=16, all-linear)" in capsys.readouterr().out
+    refs = optuna.load_study(study_name="tiny.references", storage=f"sqlite:///{tmp_path}/tiny.db").trials
+    assert sorted(t.user_attrs["reference"] for t in refs if t.state.name == "COMPLETE") == [
+        "LoRA (r=16, all-linear)", "LoRA (r=8, query/value)", "full fine-tuning"]
