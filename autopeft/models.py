@@ -7,11 +7,13 @@ hard-code one model's names. Architectures (encoders and Llama-style decoders) l
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -245,10 +247,12 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
         raise ModelError(f"model '{name}' is a GGUF file and the gguf package is not installed",
                          "pip install gguf (or pip install 'autopeft[decoders]')")
     try:
-        tokenizer = _from_pretrained(AutoTokenizer, path, **files)
+        quiet = _quiet_gguf if gguf_file else contextlib.nullcontext
+        with quiet():
+            tokenizer = _from_pretrained(AutoTokenizer, path, **files)
         # The task head is new and drawn at load time: a fixed seed makes it the same in every process (a
         # worker, a resumed run, an export), which the study's own seed cannot reach (it is set per trial).
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), quiet():
             torch.manual_seed(HEAD_INIT_SEED)
             model, loading = _from_pretrained(AutoModelForSequenceClassification, path, output_loading_info=True,
                                               **files, **kwargs)
@@ -267,6 +271,24 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
     if arch.decoder:
         prepare_decoder(model, tokenizer)
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_gguf() -> Iterator[None]:
+    """Silence transformers' GGUF de-quantising progress bar (its own tqdm, which disable_progress_bar misses)."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def prepare_decoder(model: nn.Module, tokenizer) -> None:

@@ -316,14 +316,14 @@ def test_decoder_cached_step_equals_uncached(name, model_type):
 # ------------------------------------------------------------------ proxy and study on a decoder
 @pytest.fixture(scope="module")
 def tiny_llama_dir(tmp_path_factory):
-    """A tiny random Llama classifier saved with the MiniLM tokenizer, loadable by path like any HF model."""
+    """A tiny random Llama body (no task head, like a pretrained LM) saved with the MiniLM tokenizer."""
     from transformers import AutoTokenizer
 
     from autopeft.models import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"))
     path = tmp_path_factory.mktemp("tiny-llama")
-    make_tiny_decoder(vocab_size=tok.vocab_size).save_pretrained(path)
+    make_tiny_decoder(vocab_size=tok.vocab_size).model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
@@ -416,3 +416,15 @@ def test_decoder_study_trains_its_references(decoder_study, tmp_path, capsys):
     refs = optuna.load_study(study_name="tiny.references", storage=f"sqlite:///{tmp_path}/tiny.db").trials
     assert sorted(t.user_attrs["reference"] for t in refs if t.state.name == "COMPLETE") == [
         "LoRA (r=16, all-linear)", "LoRA (r=8, query/value)", "full fine-tuning"]
+
+
+def test_decoder_regression_head_pools_the_last_real_token(tiny_llama_dir):
+    from autopeft.models import load_model
+
+    model, tok = load_model(str(tiny_llama_dir), num_labels=1, problem_type="regression")
+    batch = tok(["a fine film", "a fine film that runs long"], padding=True, return_tensors="pt")
+    alone = tok(["a fine film"], return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch, labels=torch.tensor([0.5, 2.0]))
+        torch.testing.assert_close(out.logits[0], model(**alone).logits[0], rtol=0, atol=1e-5)
+    assert out.logits.shape == (2, 1) and out.loss.isfinite() and model.config.problem_type == "regression"
