@@ -7,8 +7,9 @@ response only; generation for exact match starts right after the prompt part (th
 Exact match compares the answers a regex extracts from a generation and from the reference response (GSM8K:
 ``#### (\\S+)``).
 
-Not wired into the study yet (issue 16): the proxy, the metrics registry and the objectives' direction (loss and
-perplexity are minimised) still assume classification.
+Not wired into the study yet (issue 16): the task type, the proxy (batches, scoring, activation cache), the
+metrics registry and the objectives' direction (loss and perplexity are minimised) still assume classification.
+:func:`autopeft.models.load_causal_lm` loads the model (SmolLM2 answers "The capital of France is Paris.").
 """
 from __future__ import annotations
 
@@ -121,6 +122,30 @@ def iter_instruction_batches(split: InstructionSplit, batch_size: int, pad_id: i
         random.Random(seed).shuffle(order)
     for start in range(0, len(order), batch_size):
         yield collate(split, order[start:start + batch_size], pad_id)
+
+
+@torch.no_grad()
+def greedy_generations(model: torch.nn.Module, tokenizer: Any, split: InstructionSplit, rows: Sequence[int],
+                       max_new_tokens: int, batch_size: int = 8) -> list[str]:
+    """Greedy continuations of the prompts of ``rows`` (left-padded batches), decoded without special tokens."""
+    was_training = model.training
+    model.eval()
+    pad = tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    out: list[str] = []
+    for start in range(0, len(rows), batch_size):
+        prompts = [split.input_ids[i][:split.prompt_lengths[i]] for i in rows[start:start + batch_size]]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for r, p in enumerate(prompts):
+            ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[r, width - len(p):] = 1
+        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                   max_new_tokens=max_new_tokens, pad_token_id=pad, use_cache=True)
+        out.extend(tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
+    model.train(was_training)
+    return out
 
 
 def answer_pattern(pattern: str) -> re.Pattern:

