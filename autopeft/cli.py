@@ -143,8 +143,9 @@ def cmd_validate(args) -> int:
     dims = ", ".join(f"{v} {k}" for k, v in r.dimensions.items())
     print(f"ok: {args.study}")
     print(f"  model: {study.cfg.model} ({r.num_layers} layers, {r.base_params:,} parameters)")
-    print(f"  data: {r.train_examples} train / {r.validation_examples} validation examples, "
-          f"{r.num_labels if r.num_labels > 1 else 'regression'} {'labels' if r.num_labels > 1 else ''}".rstrip())
+    kind = f"{r.num_labels} labels" if r.num_labels > 1 else \
+        "prompt/response pairs" if study.cfg.task.type == "causal_lm" else "regression"
+    print(f"  data: {r.train_examples} train / {r.validation_examples} validation examples, {kind}")
     print(f"  search space: {r.num_configurations:,} adapter configurations; {sum(r.dimensions.values())} "
           f"dimensions ({dims})")
     print(f"  trainable parameters over the space: min {r.params_min:,} ({100 * r.params_min / r.base_params:.3f}%)"

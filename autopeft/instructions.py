@@ -7,9 +7,8 @@ response only; generation for exact match starts right after the prompt part (th
 Exact match compares the answers a regex extracts from a generation and from the reference response (GSM8K:
 ``#### (\\S+)``).
 
-Not wired into the study yet (issue 16): the task type, the proxy (batches, scoring, activation cache), the
-metrics registry and the objectives' direction (loss and perplexity are minimised) still assume classification.
-:func:`autopeft.models.load_causal_lm` loads the model (SmolLM2 answers "The capital of France is Paris.").
+The proxy of the task is :class:`autopeft.causal_lm.CausalLMTrainer`; :func:`autopeft.models.load_causal_lm`
+loads the model (SmolLM2 answers "The capital of France is Paris.").
 """
 from __future__ import annotations
 
@@ -39,6 +38,19 @@ class InstructionSplit:
     @property
     def lengths(self) -> list[int]:
         return [len(ids) for ids in self.input_ids]
+
+    def select(self, rows: Sequence[int]) -> "InstructionSplit":
+        """The rows at ``rows``, in that order."""
+        return InstructionSplit([self.input_ids[i] for i in rows], [self.prompt_lengths[i] for i in rows],
+                                [self.responses[i] for i in rows])
+
+    def subset(self, n: int, seed: int) -> "InstructionSplit":
+        """A seeded random subset of ``n`` rows (file order kept); ``n >= len(self)`` returns ``self``."""
+        import random
+
+        if n >= len(self):
+            return self
+        return self.select(sorted(random.Random(seed).sample(range(len(self)), n)))
 
     def response_tokens(self) -> int:
         """Tokens the loss covers."""

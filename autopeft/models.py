@@ -291,6 +291,7 @@ def load_causal_lm(name: str):
     quiet = _quiet_gguf if gguf_file else contextlib.nullcontext
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         with quiet():
             tokenizer = _from_pretrained(AutoTokenizer, path, **files)

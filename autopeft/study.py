@@ -109,7 +109,7 @@ class Study:
         self.cfg = cfg
         self.joined = joined
         self.storage_url = storage or default_storage(cfg.storage, cfg.name)
-        self.objectives: list[Objective] = load_objectives(cfg.objectives, cfg.resolve)
+        self.objectives: list[Objective] = with_score_direction(load_objectives(cfg.objectives, cfg.resolve), cfg)
         if not cfg.proxy.measure_memory and "memory" in [o.name for o in self.objectives]:
             raise ConfigError("proxy.measure_memory is false but 'memory' is an objective",
                               "drop measure_memory: false, or use memory_estimate instead of memory")
@@ -117,6 +117,16 @@ class Study:
         self._trainer = None
         self._space: SearchSpace | None = None
         self._memory_ratio: float | None = None
+
+    def directions_of(self, names: list[str]) -> list[str]:
+        """The direction of each named objective in this study (the score's follows the task's metric)."""
+        own = {o.name: o.direction for o in self.objectives}
+        return [own.get(n) or directions_of([n])[0] for n in names]
+
+    @property
+    def _score_sign(self) -> float:
+        """+1 when a higher score is better, -1 when lower is (loss, perplexity)."""
+        return 1.0 if next(o for o in self.objectives if o.name == "score").direction == "maximize" else -1.0
 
     @classmethod
     def from_yaml(cls, path: str | Path, storage: str | None = None) -> "Study":
@@ -135,9 +145,9 @@ class Study:
     def trainer(self):
         """Model, tokenizer and encoded data, loaded once (this validates model and data)."""
         if self._trainer is None:
-            from .proxy import ProxyTrainer
+            from .proxy import make_trainer
 
-            self._trainer = ProxyTrainer(self.cfg)
+            self._trainer = make_trainer(self.cfg)
         return self._trainer
 
     @property
@@ -153,7 +163,8 @@ class Study:
         """Check YAML, model, data and space together without writing anything."""
         from .metrics import get_metric
 
-        get_metric(self.cfg.task.metric or ("pearson" if self.cfg.task.type == "regression" else "accuracy"))
+        if self.cfg.task.type != "causal_lm":  # its metrics are checked with the YAML
+            get_metric(self.cfg.task.metric or ("pearson" if self.cfg.task.type == "regression" else "accuracy"))
         space, trainer = self.space, self.trainer
         make_sampler(self.cfg.optimizer.name, self._sampler_context(self.cfg.seed))
         lo, hi = space.param_range(trainer.info)
@@ -376,7 +387,7 @@ class Study:
             study.tell(trial, state=TrialState.PRUNED)
             logger.info("trial %d stopped at rung %d (score %.4f)", trial.number, result.stopped_at, result.score)
             return "pruned"
-        if result.score <= result.chance + 1e-9:
+        if self._score_sign * (result.score - result.chance) <= 1e-9:
             logger.warning("trial %d scored %.4f, at chance level (%.4f): the proxy may be too short or the "
                            "learning rate off", trial.number, result.score, result.chance)
         values = [result.objectives()[o.name] for o in self.objectives]
@@ -504,7 +515,8 @@ class Study:
     def _log_progress(self, study: optuna.Study, number: int, done: int, target: int, durations: list[float]) -> None:
         t = study.trials[number]
         front = self.pareto_front(study)
-        best = max((r.values["score"] for r in self.trials(study) if r.state == "COMPLETE"), default=float("nan"))
+        best = self._score_sign * max((self._score_sign * r.values["score"] for r in self.trials(study)
+                                       if r.state == "COMPLETE"), default=float("nan"))
         eta = np.mean(durations) * (target - done)
         if t.state == TrialState.COMPLETE:
             vals = " ".join(f"{k}={format_value(k, v)}" for k, v in zip([o.name for o in self.objectives], t.values))
@@ -665,9 +677,9 @@ class Study:
         if not done:
             return []
         names = list(done[0].values)
-        mask = pareto_mask(np.array([[r.values[n] for n in names] for r in done]), directions_of(names))
+        mask = pareto_mask(np.array([[r.values[n] for n in names] for r in done]), self.directions_of(names))
         front = [r for r, keep in zip(done, mask) if keep]
-        return sorted(front, key=lambda r: -r.values.get("score", 0.0))
+        return sorted(front, key=lambda r: -self._score_sign * r.values.get("score", 0.0))
 
     def trial(self, number: int, study: optuna.Study | None = None) -> TrialRecord:
         for r in self.trials(study):
@@ -710,6 +722,16 @@ def format_duration(seconds: float) -> str:
         return "?"
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def with_score_direction(objectives: list[Objective], cfg: StudyConfig) -> list[Objective]:
+    """The objectives with the score's direction following the task's metric (loss and perplexity: minimise)."""
+    from dataclasses import replace
+
+    from .causal_lm import score_direction
+
+    direction = score_direction(cfg.task.type, cfg.task.metric)
+    return [replace(o, direction=direction) if o.name == "score" else o for o in objectives]
 
 
 def _reference_claims(study: optuna.Study) -> dict[str, list[int]]:

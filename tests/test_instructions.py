@@ -84,11 +84,9 @@ def test_smollm2_renders_gsm8k_with_its_chat_template_and_answers_greedily():
 
 
 @pytest.fixture(scope="module")
-def tiny_lm(tok, tmp_path_factory):
-    """A tiny random Llama causal LM saved with the MiniLM tokenizer, loaded by autopeft."""
+def tiny_lm_dir(tok, tmp_path_factory):
+    """A tiny random Llama causal LM saved with the MiniLM tokenizer."""
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from autopeft.models import load_causal_lm
 
     config = AutoConfig.for_model("llama", vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
                                   num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
@@ -97,7 +95,14 @@ def tiny_lm(tok, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-lm")
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tok.save_pretrained(path)
-    return load_causal_lm(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_lm_dir):
+    from autopeft.models import load_causal_lm
+
+    return load_causal_lm(str(tiny_lm_dir))
 
 
 def test_causal_lm_has_no_task_head_and_trains_adapters_only(tiny_lm, tok):
@@ -126,3 +131,79 @@ def test_greedy_generation_is_the_same_batched_and_alone(tiny_lm):
     batched = greedy_generations(model, tokenizer, split, [0, 1, 2], max_new_tokens=4, batch_size=3)
     alone = [greedy_generations(model, tokenizer, split, [i], max_new_tokens=4)[0] for i in range(3)]
     assert batched == alone and all(isinstance(g, str) for g in batched)
+
+
+# ------------------------------------------------------------------ the causal_lm task in a study
+def _lm_study(tmp_path, model_dir, metric: str, extra: str = "") -> "Path":
+    import json
+
+    rows = [{"question": f"what is {a} plus {b}?", "answer": f"it is {a + b}\n#### {a + b}"}
+            for a in range(8) for b in range(6)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:40]))
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[40:]))
+    (tmp_path / "space.yaml").write_text("adapters:\n  lora: {rank: [2, 4], targets: [[query, value], [all-linear]]}\n"
+                                         "  prefix: {length: [0, 2]}\nlayers: per_layer\n")
+    path = tmp_path / "lm.yaml"
+    path.write_text(f"""
+name: tinylm
+model: {model_dir}
+task:
+  type: causal_lm
+  metric: {metric}
+  data: {{train: train.jsonl, validation: dev.jsonl, prompt: question, response: answer}}
+{extra}
+search_space: space.yaml
+objectives: [score, params, memory]
+proxy: {{train_examples: 32, epochs: 1, max_length: 32, batch_size: 8, threads: 1}}
+optimizer: {{name: random}}
+budget: {{trials: 2}}
+storage: sqlite:///{tmp_path}/lm.db
+references: true
+""")
+    return path
+
+
+def test_causal_lm_study_minimises_perplexity(tmp_path, tiny_lm_dir, capsys):
+    import json
+
+    import optuna
+
+    from autopeft.cli import main
+
+    study = _lm_study(tmp_path, tiny_lm_dir, "perplexity")
+    assert main(["run", str(study)]) == 0
+    storage = f"sqlite:///{tmp_path}/lm.db"
+    loaded = optuna.load_study(study_name="tinylm", storage=storage)
+    assert loaded.directions[0] == optuna.study.StudyDirection.MINIMIZE
+    trials = [t for t in loaded.trials if t.state.name == "COMPLETE"]
+    assert len(trials) == 2 and all(t.values[0] > 1.0 for t in trials)  # a perplexity
+    for t in trials:
+        measured = t.user_attrs["measured"]
+        assert t.values[0] == pytest.approx(__import__("math").exp(measured["validation_loss"]), rel=1e-6)
+        assert measured["cached_from_layer"] is None and measured["chance"] > 1.0  # the untrained model's
+    refs = optuna.load_study(study_name="tinylm.references", storage=storage).trials
+    assert sorted(t.user_attrs["reference"] for t in refs if t.state.name == "COMPLETE") == [
+        "LoRA (r=16, all-linear)", "LoRA (r=8, query/value)"]
+    capsys.readouterr()
+    assert main(["pareto", str(study), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+    assert main(["export", str(study), "--pick", "max-score", "-o", str(tmp_path / "out")]) == 2
+    assert "not supported yet" in capsys.readouterr().err
+
+
+def test_causal_lm_exact_match_needs_a_pattern_and_scores_generations(tmp_path, tiny_lm_dir):
+    from autopeft.config import load_study_config
+    from autopeft.errors import ConfigError
+    from autopeft.proxy import make_trainer
+
+    with pytest.raises(ConfigError, match="exact_match needs answer_pattern"):
+        load_study_config(_lm_study(tmp_path, tiny_lm_dir, "exact_match"))
+    with pytest.raises(ConfigError, match="not a causal_lm metric"):
+        load_study_config(_lm_study(tmp_path, tiny_lm_dir, "accuracy"))
+    cfg = load_study_config(_lm_study(tmp_path, tiny_lm_dir, "exact_match",
+                                      "  answer_pattern: '#### (\\S+)'\n  generate_examples: 4\n  max_new_tokens: 4"))
+    trainer = make_trainer(cfg)
+    from autopeft.adapters import PEFTConfig
+
+    result = trainer.run(PEFTConfig.from_dict({"lora": {"size": 2, "layers": [1]}}))
+    assert result.score == 0.0 and result.chance == 0.0 and result.validation_loss > 0  # a random model never answers
