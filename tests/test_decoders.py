@@ -428,3 +428,19 @@ def test_decoder_regression_head_pools_the_last_real_token(tiny_llama_dir):
         out = model(**batch, labels=torch.tensor([0.5, 2.0]))
         torch.testing.assert_close(out.logits[0], model(**alone).logits[0], rtol=0, atol=1e-5)
     assert out.logits.shape == (2, 1) and out.loss.isfinite() and model.config.problem_type == "regression"
+
+
+@pytest.mark.parametrize("name", ["smollm2_sst2", "smollm2_gsm8k"])
+def test_shipped_decoder_studies_parse(name):
+    from autopeft.config import load_study_config
+    from autopeft.space import SearchSpace
+    from autopeft.study import Study
+
+    from conftest import REPO
+
+    cfg = load_study_config(REPO / "studies" / f"{name}.yaml")
+    study = Study(cfg)
+    assert SearchSpace.from_spec(study._space_spec, 30).num_configurations() > 100
+    assert cfg.resolve(cfg.task.data.train).is_file() and cfg.resolve(cfg.task.data.validation).is_file()
+    score = next(o for o in study.objectives if o.name == "score")
+    assert score.direction == ("minimize" if cfg.task.type == "causal_lm" else "maximize")
