@@ -9,18 +9,23 @@ trial runs all layers), MO-ASHA rungs, and exporting a pick.
 """
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any
+import time
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
+from .adapters import PEFTConfig
 from .config import ProxyConfig, StudyConfig
 from .data import TaskData, load_split
 from .instructions import (IGNORE_INDEX, InstructionSplit, answer_pattern, encode_instructions, exact_match,
                            greedy_generations, iter_instruction_batches)
 from .models import load_causal_lm, model_info
-from .proxy import ProxyTrainer, resolve_device
+from .errors import OverBudget
+from .memory import measure_step_memory
+from .proxy import ProxyResult, ProxyTrainer, resolve_device
 
 #: causal_lm metric -> the direction of the score objective
 LM_METRICS: dict[str, str] = {"loss": "minimize", "perplexity": "minimize", "exact_match": "maximize"}
@@ -58,6 +63,35 @@ class CausalLMTrainer(ProxyTrainer):
         # The worst score a search should reach: what the model scores before any training (loss, perplexity);
         # exact match cannot be worse than 0.
         self.chance = 0.0 if self.pattern else self.evaluate(self.model)
+
+    def fit(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
+            train_examples: int | None = None, eval_at: Sequence[int] = (), full_finetune: bool = False,
+            on_eval: Callable[[int, float], bool] | None = None,
+            memory_limit: float | None = None) -> tuple[nn.Module, ProxyResult]:
+        """As :meth:`ProxyTrainer.fit`; a configuration without adapters is the untrained model (nothing to train:
+        its score is the base model's, its memory that of a forward pass on the batch memory is measured on)."""
+        if full_finetune or any(spec.active for spec in config.modules.values()):
+            return super().fit(config, hparams, seed, train_examples, eval_at, full_finetune, on_eval, memory_limit)
+        start = time.perf_counter()
+        proxy = self.settings(hparams)
+        model = copy.deepcopy(self.model).to(self.device)
+        memory = None
+        if proxy.measure_memory:
+            longest = sorted(range(len(self.train)), key=lambda i: -self.train.lengths[i])[:proxy.batch_size]
+            batch = self._to(next(iter(self._batches(self.train.select(longest), None, proxy.batch_size, False, 0))))
+            with torch.no_grad():
+                memory = measure_step_memory(lambda: model(**batch), self.device, model.parameters())
+            if memory_limit is not None and memory.peak > memory_limit:
+                raise OverBudget(f"infeasible: measured memory {memory.peak} B > max_memory {memory_limit:.0f} B",
+                                 memory)
+        score, loss = self.evaluate_with_loss(model, proxy=proxy)
+        n = min(train_examples or proxy.train_examples, len(self.train))
+        return model, ProxyResult(
+            score=score, validation_loss=loss, params=0, trainable=0, memory=memory.peak if memory else None,
+            memory_estimate=self.estimate_memory(config, 0, proxy), seconds=time.perf_counter() - start,
+            train_loss=float("nan"), steps=0, examples=n, epochs=proxy.epochs, chance=self.chance,
+            memory_breakdown=dict(memory.breakdown) if memory else {},
+            memory_batch=list(self.widest_batch_shape(proxy)) if memory else None, curve={n: score})
 
     def _cached_inputs(self, train: InstructionSplit, n: int, seed: int, k: int, proxy: ProxyConfig):
         return None  # not yet: per-token labels beside cached states

@@ -207,3 +207,14 @@ def test_causal_lm_exact_match_needs_a_pattern_and_scores_generations(tmp_path, 
 
     result = trainer.run(PEFTConfig.from_dict({"lora": {"size": 2, "layers": [1]}}))
     assert result.score == 0.0 and result.chance == 0.0 and result.validation_loss > 0  # a random model never answers
+
+
+def test_causal_lm_config_without_adapters_is_the_untrained_model(tmp_path, tiny_lm_dir):
+    from autopeft.adapters import PEFTConfig
+    from autopeft.config import load_study_config
+    from autopeft.proxy import make_trainer
+
+    trainer = make_trainer(load_study_config(_lm_study(tmp_path, tiny_lm_dir, "loss")))
+    result = trainer.run(PEFTConfig.from_dict({}))
+    assert (result.params, result.steps, result.score) == (0, 0, pytest.approx(trainer.chance))
+    assert result.memory > 0 and result.validation_loss == pytest.approx(result.score)
