@@ -171,8 +171,9 @@ def cmd_validate(args) -> int:
     print(f"ok: {args.study}")
     print(f"  model: {study.cfg.model} ({r.num_layers} layers, {r.base_params:,} parameters)")
     test = f" / {r.test_examples} test" if r.test_examples else ""
-    print(f"  data: {r.train_examples} train / {r.validation_examples} validation{test} examples, "
-          f"{r.num_labels if r.num_labels > 1 else 'regression'} {'labels' if r.num_labels > 1 else ''}".rstrip())
+    kind = f"{r.num_labels} labels" if r.num_labels > 1 else \
+        "prompt/response pairs" if study.cfg.task.type == "causal_lm" else "regression"
+    print(f"  data: {r.train_examples} train / {r.validation_examples} validation{test} examples, {kind}")
     for split, origin in r.splits.items():
         print(f"    {split}: {origin}")
     print(f"  search space: {r.num_configurations:,} adapter configurations; {sum(r.dimensions.values())} "

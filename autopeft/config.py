@@ -36,9 +36,38 @@ class _Strict(BaseModel):
 
 
 class TaskConfig(_Strict):
-    type: Literal["classification", "regression"] = "classification"
-    metric: str | None = Field(None, description="accuracy | f1 | mcc | pearson | spearman | ...; default by type")
+    type: Literal["classification", "regression", "causal_lm"] = "classification"
+    metric: str | None = Field(None, description="accuracy | f1 | mcc | pearson | spearman | ...; causal_lm: loss | "
+                                                 "perplexity (minimised) | exact_match; default by type")
     data: DataConfig
+    answer_pattern: str | None = Field(None, description="causal_lm exact_match: regex whose first group is the "
+                                                         "answer in a generation and in the reference response")
+    generate_examples: int = Field(32, ge=1, description="causal_lm exact_match: validation rows generated")
+    max_new_tokens: int = Field(128, ge=1, description="causal_lm exact_match: tokens generated per row")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_response_columns(cls, data: Any) -> Any:
+        """causal_lm names its columns ``prompt`` and ``response``: they are the reader's text and label."""
+        if isinstance(data, dict) and data.get("type") == "causal_lm" and isinstance(data.get("data"), dict):
+            columns = dict(data["data"])
+            for ours, reader in (("prompt", "text"), ("response", "label")):
+                if ours in columns:
+                    columns[reader] = columns.pop(ours)
+            data = {**data, "data": columns}
+        return data
+
+    @model_validator(mode="after")
+    def _causal_lm_metric(self) -> "TaskConfig":
+        if self.type != "causal_lm":
+            return self
+        from .causal_lm import LM_METRICS
+
+        if (self.metric or "loss") not in LM_METRICS:
+            raise ValueError(f"metric '{self.metric}' is not a causal_lm metric; use one of {', '.join(LM_METRICS)}")
+        if self.metric == "exact_match" and not self.answer_pattern:
+            raise ValueError(r"exact_match needs answer_pattern, e.g. answer_pattern: '#### (\S+)'")
+        return self
 
 
 class ProxyConfig(_Strict):
@@ -187,11 +216,20 @@ class StudyConfig(_Strict):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     references: bool = Field(False, description="also train full fine-tuning and the standard hand-made configs "
-                                                "(Houlsby, parallel, prefix 30, LoRA r=8) at the proxy fidelity")
+                                                "(Houlsby, parallel, prefix 30, LoRA r=8) at the proxy fidelity; on "
+                                                "decoders LoRA r=8 query/value and LoRA r=16 all-linear")
+    full_finetune_reference: bool | None = Field(None, description="train full fine-tuning among the references; "
+                                                 "default: yes for encoders, no for decoders")
 
     #: directory of the YAML file; relative data/space/objective paths resolve against it (then the CWD)
     base_dir: Path = Field(default=Path("."), exclude=True)
     source: str = Field(default="<inline>", exclude=True)
+
+    @model_validator(mode="after")
+    def _causal_lm_limits(self) -> "StudyConfig":
+        if self.task.type == "causal_lm" and self.proxy.rungs:
+            raise ValueError("proxy.rungs are not supported for causal_lm yet; remove them")
+        return self
 
     @property
     def storage_url(self) -> str:

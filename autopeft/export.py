@@ -20,7 +20,6 @@ from .adapters.io import save_adapters
 from .config import RecipeConfig, load_recipe
 from .errors import ConfigError
 from .models import load_model
-from .objectives import directions_of
 from .pareto import pick
 from .yamlio import dump_yaml
 
@@ -69,7 +68,7 @@ def pick_trial(study: "Study", rule: str) -> "TrialRecord":
     """The completed trial chosen by ``rule`` (knee | max-score | params<=N | memory<=N, see pareto.pick)."""
     done = [r for r in study.trials() if r.state == "COMPLETE" and r.values]
     names = list(done[0].values) if done else [o.name for o in study.objectives]
-    directions = directions_of(names)
+    directions = study.directions_of(names)
     values = np.array([[r.values[n] for n in names] for r in done], dtype=float).reshape(-1, len(names))
     return done[pick(rule, values, names, directions)]
 
@@ -95,6 +94,9 @@ def export_trial(study: "Study", record: "TrialRecord", directory: Path, train: 
     if record.state != "COMPLETE":
         raise ConfigError(f"trial {record.number} is {record.state.lower()}, not complete",
                           "export a completed trial (see 'autopeft pareto STUDY')")
+    if study.cfg.task.type == "causal_lm":
+        raise ConfigError("exporting a causal_lm pick is not supported yet (issue 16)",
+                          "read its configuration with 'autopeft pareto STUDY --format json'")
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"'{directory}' exists and is not a directory", "choose another -o path")

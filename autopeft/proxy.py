@@ -362,8 +362,8 @@ class ProxyTrainer:
         proxy = self.settings(hparams)
         seed = self.cfg.seed if seed is None else seed
         longest = sorted(range(len(self.train)), key=lambda i: -self.train.lengths[i])[:proxy.batch_size]
-        batch = self._to(next(iter_batches(self.train.select(longest), proxy.batch_size, self.pad_id,
-                                           shuffle=False, seed=0)))
+        batch = self._to(next(iter(self._batches(self.train.select(longest), None, proxy.batch_size, shuffle=False,
+                                                 seed=0))))
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             model, groups, optimizer = self._build(config, hparams, seed, full_finetune)
@@ -430,3 +430,12 @@ class ProxyTrainer:
             logits.append(model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float().cpu())
             labels.append(batch["labels"].cpu())
         return torch.cat(logits), torch.cat(labels)
+
+
+def make_trainer(cfg: StudyConfig) -> ProxyTrainer:
+    """The proxy trainer of the study's task (causal_lm has its own, in autopeft/causal_lm.py)."""
+    if cfg.task.type == "causal_lm":
+        from .causal_lm import CausalLMTrainer
+
+        return CausalLMTrainer(cfg)
+    return ProxyTrainer(cfg)

@@ -3,6 +3,10 @@
 Each entry is a configuration every PEFT paper compares against, placed in every layer. They are
 stored as trials of a sibling study (``<name>.references``) so that samplers never see them as
 points of the search space; reports and ``autopeft pareto`` show them flagged.
+
+Encoders get the AutoPEFT paper's set; decoders the recipes LLM users reach for (LoRA r=8 on query/value, LoRA
+r=16 on every linear layer), with full fine-tuning only when the study asks (it trains every weight of a model
+that is large on the machines decoders run on).
 """
 from __future__ import annotations
 
@@ -31,6 +35,21 @@ REFERENCES: tuple[Reference, ...] = (
     Reference("prefix tuning (l=30)", {"prefix": {"size": 30}}),
     Reference("LoRA (r=8, query/value)", {"lora": {"size": 8, "alpha_ratio": 2, "targets": ["query", "value"]}}),
 )
+
+FULL_FINETUNE = REFERENCES[0]
+
+#: decoder references (full fine-tuning is added by :func:`references_for` when asked)
+DECODER_REFERENCES: tuple[Reference, ...] = (
+    Reference("LoRA (r=8, query/value)", {"lora": {"size": 8, "alpha_ratio": 2, "targets": ["query", "value"]}}),
+    Reference("LoRA (r=16, all-linear)", {"lora": {"size": 16, "alpha_ratio": 2, "targets": ["all-linear"]}}),
+)
+
+
+def references_for(info: ModelInfo, full_finetune: bool | None = None) -> tuple[Reference, ...]:
+    """The references a study on this model trains; ``full_finetune`` None: encoders yes, decoders no."""
+    if not info.decoder:
+        return REFERENCES if full_finetune is not False else REFERENCES[1:]
+    return ((FULL_FINETUNE,) if full_finetune else ()) + DECODER_REFERENCES
 
 
 def reference_config(ref: Reference, info: ModelInfo) -> dict[str, Any]:

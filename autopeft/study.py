@@ -112,8 +112,8 @@ class Study:
         self.cfg = cfg
         self.joined = joined
         self.storage_url = storage or default_storage(cfg.storage, cfg.name)
-        self.objectives: list[Objective] = load_objectives(cfg.objectives,
-                                                           lambda p: cfg.resolve_file(p, "objectives"))
+        self.objectives: list[Objective] = with_score_direction(
+            load_objectives(cfg.objectives, lambda p: cfg.resolve_file(p, "objectives")), cfg)
         if not cfg.proxy.measure_memory and "memory" in [o.name for o in self.objectives]:
             raise ConfigError("proxy.measure_memory is false but 'memory' is an objective",
                               "drop measure_memory: false, or use memory_estimate instead of memory")
@@ -121,6 +121,16 @@ class Study:
         self._trainer = None
         self._space: SearchSpace | None = None
         self._memory_ratio: float | None = None
+
+    def directions_of(self, names: list[str]) -> list[str]:
+        """The direction of each named objective in this study (the score's follows the task's metric)."""
+        own = {o.name: o.direction for o in self.objectives}
+        return [own.get(n) or directions_of([n])[0] for n in names]
+
+    @property
+    def _score_sign(self) -> float:
+        """+1 when a higher score is better, -1 when lower is (loss, perplexity)."""
+        return 1.0 if next(o for o in self.objectives if o.name == "score").direction == "maximize" else -1.0
 
     @classmethod
     def from_yaml(cls, path: str | Path, storage: str | None = None) -> "Study":
@@ -141,14 +151,15 @@ class Study:
         """Model, tokenizer and encoded data, loaded once (this validates model and data)."""
         if self._trainer is None:
             from .logs import adopt_library_loggers, live_progress
-            from .proxy import ProxyTrainer
+            from .proxy import make_trainer
 
-            self._trainer = t = ProxyTrainer(self.cfg)
+            self._trainer = t = make_trainer(self.cfg)
             adopt_library_loggers()  # transformers & co. are imported by now: their notices go to the -v log
             t.on_step = live_progress()  # on a terminal: step, loss and seconds left inside each run
+            kind = "prompt/response pairs" if self.cfg.task.type == "causal_lm" else "regression" \
+                if t.task.regression else f"{t.task.num_labels} labels"
             logger.info("loaded %s (%d layers, %s parameters); %d train / %d validation rows, %s", self.cfg.model,
-                        t.info.num_layers, f"{t.info.base_params:,}", len(t.train), len(t.validation),
-                        f"{t.task.num_labels} labels" if not t.task.regression else "regression")
+                        t.info.num_layers, f"{t.info.base_params:,}", len(t.train), len(t.validation), kind)
         return self._trainer
 
     @property
@@ -164,7 +175,8 @@ class Study:
         """Check YAML, model, data and space together without writing anything."""
         from .metrics import get_metric
 
-        get_metric(self.cfg.task.metric or ("pearson" if self.cfg.task.type == "regression" else "accuracy"))
+        if self.cfg.task.type != "causal_lm":  # its metrics are checked with the YAML
+            get_metric(self.cfg.task.metric or ("pearson" if self.cfg.task.type == "regression" else "accuracy"))
         space, trainer = self.space, self.trainer
         make_sampler(self.cfg.optimizer.name, self._sampler_context(self.cfg.seed))
         lo, hi = space.param_range(trainer.info)
@@ -412,7 +424,7 @@ class Study:
             study.tell(trial, state=TrialState.PRUNED)
             logger.info("trial %d stopped at rung %d (score %.4f)", trial.number, result.stopped_at, result.score)
             return "pruned"
-        if result.score <= result.chance + 1e-9:
+        if self._score_sign * (result.score - result.chance) <= 1e-9:
             logger.warning("trial %d scored %.4f, at chance level (%.4f): the proxy may be too short or the "
                            "learning rate off", trial.number, result.score, result.chance)
         values = [result.objectives()[o.name] for o in self.objectives]
@@ -540,7 +552,8 @@ class Study:
     def _log_progress(self, study: optuna.Study, number: int, done: int, target: int, durations: list[float]) -> None:
         t = study.trials[number]
         front = self.pareto_front(study)
-        best = max((r.values["score"] for r in self.trials(study) if r.state == "COMPLETE"), default=float("nan"))
+        best = self._score_sign * max((self._score_sign * r.values["score"] for r in self.trials(study)
+                                       if r.state == "COMPLETE"), default=float("nan"))
         eta = np.mean(durations) * (target - done)
         if t.state == TrialState.COMPLETE:
             vals = " ".join(f"{k}={format_value(k, v)}" for k, v in zip([o.name for o in self.objectives], t.values))
@@ -610,14 +623,14 @@ class Study:
         stale check and trained again by whoever looks next.
         """
         from .adapters import PEFTConfig
-        from .references import REFERENCES, reference_config
+        from .references import reference_config, references_for
 
         storage = self._open_storage()
         study = optuna.create_study(storage=storage, study_name=self.references_name,
                                     directions=[o.direction for o in self.objectives], load_if_exists=True)
         stale = StaleTrials(self.cfg.recovery.grace, retries=0)
         info = self.trainer.info
-        for ref in REFERENCES:
+        for ref in references_for(info, self.cfg.full_finetune_reference):
             stale.check(study)
             if ref.name in _reference_claims(study):
                 continue
@@ -710,9 +723,9 @@ class Study:
         if not done:
             return []
         names = list(done[0].values)
-        mask = pareto_mask(np.array([[r.values[n] for n in names] for r in done]), directions_of(names))
+        mask = pareto_mask(np.array([[r.values[n] for n in names] for r in done]), self.directions_of(names))
         front = [r for r, keep in zip(done, mask) if keep]
-        return sorted(front, key=lambda r: -r.values.get("score", 0.0))
+        return sorted(front, key=lambda r: -self._score_sign * r.values.get("score", 0.0))
 
     def trial(self, number: int, study: optuna.Study | None = None) -> TrialRecord:
         for r in self.trials(study):
@@ -761,6 +774,16 @@ def format_duration(seconds: float) -> str:
         return "?"
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def with_score_direction(objectives: list[Objective], cfg: StudyConfig) -> list[Objective]:
+    """The objectives with the score's direction following the task's metric (loss and perplexity: minimise)."""
+    from dataclasses import replace
+
+    from .causal_lm import score_direction
+
+    direction = score_direction(cfg.task.type, cfg.task.metric)
+    return [replace(o, direction=direction) if o.name == "score" else o for o in objectives]
 
 
 def _reference_claims(study: optuna.Study) -> dict[str, list[int]]:

@@ -27,10 +27,17 @@ from .base import AdapterKind, ModuleSpec
 VARIANTS = ("lora", "dora", "rslora")
 
 
+#: target shorthand for every linear module of a layer (PEFT's "all-linear" recipe, without the head)
+ALL_LINEAR = "all-linear"
+
+
 def resolve_targets(targets: Any, info: ModelInfo) -> list[str]:
-    """Logical module names for ``targets`` (logical names, aliases, layer-relative paths or their last part)."""
+    """Logical module names for ``targets`` (logical names, aliases, layer-relative paths or their last part;
+    ``all-linear`` for every linear module of the layer)."""
     if isinstance(targets, str):
         targets = [t.strip() for t in targets.split(",") if t.strip()]
+    if isinstance(targets, (list, tuple)) and ALL_LINEAR in targets:
+        return list(info.arch.modules)
     if not isinstance(targets, (list, tuple)) or not targets:
         raise ConfigError(f"lora targets {targets!r} must be a non-empty list", "write e.g. targets: [query, value]")
     modules = info.arch.modules
@@ -52,7 +59,7 @@ def resolve_targets(targets: Any, info: ModelInfo) -> list[str]:
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise ConfigError(
                 f"unknown lora target '{name}' for model type '{info.model_type}'",
-                f"{hint}valid targets: {', '.join(modules)} (aliases: {', '.join(MODULE_ALIASES)}; "
+                f"{hint}valid targets: {', '.join(modules)}, {ALL_LINEAR} (aliases: {', '.join(MODULE_ALIASES)}; "
                 f"or module paths such as '{modules['query']}')",
             )
         if logical not in resolved:
