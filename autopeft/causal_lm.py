@@ -43,6 +43,7 @@ class CausalLMTrainer(ProxyTrainer):
 
     def __init__(self, cfg: StudyConfig):
         self.cfg = cfg
+        self.on_step = None  # see ProxyTrainer: the study's live progress line
         self.device = resolve_device(cfg.device)
         if cfg.proxy.threads:
             torch.set_num_threads(cfg.proxy.threads)

@@ -63,9 +63,12 @@ def measure_step_memory(step: Callable[[], None], device: torch.device, paramete
                         optimizer: torch.optim.Optimizer | None = None, warmup_steps: int = 1) -> StepMemory:
     """Make the step a steady-state one, then run it once and return its peak.
 
-    Steady state: with ``optimizer``, its state is allocated first (:func:`prime_optimizer`, no pass through the
-    model); without one, ``step`` runs ``warmup_steps`` times unmeasured (AdamW allocates its two moments inside
-    its first ``step()``, so a first step never holds them together with the activations).
+    Steady state: on the CPU with ``optimizer``, its state is allocated first (:func:`prime_optimizer`, no pass
+    through the model); on CUDA, or without an optimizer, ``step`` runs ``warmup_steps`` times unmeasured (AdamW
+    allocates its two moments inside its first ``step()``, so a first step never holds them together with the
+    activations). CUDA needs the real step: the first pass of a process also allocates cuBLAS workspaces that stay
+    for the process's life (67 MiB more on an H200, benchmarks/RESULTS.md), which would land in whichever trial
+    came first.
 
     CPU: exact tensor accounting from torch.profiler's memory timeline, never RSS; the breakdown is the
     profiler's classification of the tensors alive at the peak. CUDA: ``max_memory_allocated`` above what was
@@ -74,7 +77,7 @@ def measure_step_memory(step: Callable[[], None], device: torch.device, paramete
     Raises TrialFailed when the measurement sees no memory at all (a profiler that recorded nothing must not
     pass as the best possible value).
     """
-    if optimizer is not None:
+    if optimizer is not None and device.type != "cuda":
         prime_optimizer(optimizer)
     else:
         for _ in range(warmup_steps):

@@ -823,6 +823,30 @@ claim("ssm.quickstart", SSM, "5 references: optimizer ÷ (8 B × trainable) 1.00
       "quickstart_references_s7.json", quickstart_reference_ratios)
 
 
+def cuda_priming() -> str:
+    """What priming AdamW without a pass through the model did on CUDA (the first pass's workspaces in the peak)."""
+    primed = {r["reference"]: r["peak"] for r in json_file("device_memory_cuda_primed.json")["rows"]}
+    stepped = {r["reference"]: r["peak"] for r in json_file("device_memory_cuda.json")["rows"]
+               if r["device"] == "cuda"}
+    ref = "full fine-tuning"
+    gpu = json_file("gpu_check_h200.json")["trials_bf16"]
+    return (f"full fine-tuning {primed[ref] / 2**20:.1f} MiB primed vs {stepped[ref] / 2**20:.1f} MiB after a training "
+            f"step; the decoder check's first trial (head only) {gpu['head only']['memory_MiB']:.1f} MiB against "
+            f"{gpu['LoRA r8 q/v, top 2']['memory_MiB']:.1f} MiB for LoRA on its top 2 layers")
+
+
+claim("ssm.cuda_priming", SSM, cuda_priming(), "device_memory_cuda_primed.json", cuda_priming)
+
+
+def gpu_decoder_cache() -> str:
+    c = json_file("gpu_check_h200.json")["fp32_cached_vs_uncached"]
+    return (f"train loss {c['train_loss'][0]:.7f} cached vs {c['train_loss'][1]:.7f} uncached, score "
+            f"{c['score'][0]:.2f} vs {c['score'][1]:.2f}")
+
+
+claim("ssm.gpu_decoder_cache", SSM, gpu_decoder_cache(), "gpu_check_h200.json", gpu_decoder_cache)
+
+
 def memory_estimate_errors(key: str) -> str:
     from memory_estimate import summary
 

@@ -42,12 +42,12 @@ def test_unknown_bare_name_is_one_line_with_the_shipped_names(write_study):
     with pytest.raises(ConfigError) as err:
         Study.from_yaml(study)
     assert "no shipped search space named 'lorra'" in str(err.value)
-    assert "did you mean 'lora'" in str(err.value) and "autopeft, lora, mixed" in str(err.value)
+    assert "did you mean 'lora'" in str(err.value) and "autopeft, decoder, lora, mixed" in str(err.value)
 
 
 def test_checkout_folders_are_the_package_data():
     """One source of truth: the documented top-level folders show the package's files."""
-    assert shipped_names("search_spaces") == ["autopeft", "lora", "mixed"]
+    assert shipped_names("search_spaces") == ["autopeft", "decoder", "lora", "mixed"]
     assert shipped_names("objectives") == ["score_params", "score_params_memory"]
     for folder in ("search_spaces", "objectives", "dashboards"):
         assert (REPO / folder).resolve() == (REPO / "autopeft" / "resources" / folder).resolve()

@@ -104,7 +104,7 @@ def test_refine_pareto_points_with_seeds(write_study, capsys):
     capsys.readouterr()
     assert main(["refine", str(study)]) == 0
     out = capsys.readouterr().out
-    assert "mean±sd at full: 64 examples x 2 epoch(s), 2 seeds" in out
+    assert "mean±sd on the validation split at full: 64 examples x 2 epoch(s), 2 seeds" in out
     from autopeft import Study
 
     front = Study.from_yaml(study).pareto_front()
