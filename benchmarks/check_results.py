@@ -860,6 +860,11 @@ claim("ssm.estimate.fit", SSM, "on the fitting draws: mean |error| 2.7 %, max 12
       "memory_estimate.json", lambda: "on the fitting draws: " + memory_estimate_errors("fit_error_fitted"))
 
 
+# ---- Quickstart, end to end (session 7) ------------------------------------------------------------------------
+claim("quickstart.s7", "Quickstart, end to end", "rc=0 elapsed=182", "quickstart_s7.log",
+      lambda: (DATA / "quickstart_s7.log").read_text().strip().splitlines()[-1])
+
+
 # ---- The tabulated PEFT benchmark -----------------------------------------------------------------------------
 TAB = "The tabulated PEFT benchmark"
 
