@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-import itertools
+import functools
 import logging
 import math
 import os
@@ -166,7 +166,17 @@ class ProxyTrainer:
 
     def head_params(self) -> int:
         """Parameters every trial trains besides its adapters: the new task head (and BERT's pooler)."""
+        return self._head_count
+
+    @functools.cached_property
+    def _head_count(self) -> int:
+        # once: the estimate asks for it for every candidate the optimizer scores
         return sum(p.numel() for n in self.info.arch.head for p in self.model.get_submodule(n).parameters())
+
+    @functools.cached_property
+    def _rows_by_length(self) -> list[int]:
+        """Training rows, longest first (the split is fixed once loaded)."""
+        return sorted(range(len(self.train)), key=lambda i: -self.train.lengths[i])
 
     # ------------------------------------------------------------------ the run
     def run(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
@@ -348,7 +358,7 @@ class ProxyTrainer:
         """(rows, tokens) of the batch memory is measured on: the ``batch_size`` longest training rows."""
         proxy = proxy or self.cfg.proxy
         rows = min(proxy.batch_size, len(self.train))
-        return rows, max(self.train.lengths, default=1)
+        return rows, self.train.lengths[self._rows_by_length[0]] if len(self.train) else 1
 
     def measure_memory(self, config: PEFTConfig, hparams: dict[str, Any] | None = None, seed: int | None = None,
                        full_finetune: bool = False) -> StepMemory:
@@ -361,7 +371,7 @@ class ProxyTrainer:
         """
         proxy = self.settings(hparams)
         seed = self.cfg.seed if seed is None else seed
-        longest = sorted(range(len(self.train)), key=lambda i: -self.train.lengths[i])[:proxy.batch_size]
+        longest = self._rows_by_length[:proxy.batch_size]
         batch = self._to(next(iter(self._batches(self.train.select(longest), None, proxy.batch_size, shuffle=False,
                                                  seed=0))))
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
