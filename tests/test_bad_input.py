@@ -75,6 +75,8 @@ CASES = [
     Case("unknown objective", ("objectives: [score, params, memory]", "objectives: [score, parms]"),
          "did you mean 'params'"),
     Case("one objective", ("objectives: [score, params, memory]", "objectives: [score]"), "2 or 3"),
+    Case("memory objective without measuring it", ("threads: 1}", "threads: 1, measure_memory: false}"),
+         "measure_memory is false but 'memory' is an objective"),
     Case("no score", ("objectives: [score, params, memory]", "objectives: [params, memory]"), "score"),
     Case("wrong direction", ("objectives: [score, params, memory]", "objectives: [score, {name: params, direction: "
                                                                     "maximize}]"), "minimize"),
