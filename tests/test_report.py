@@ -125,6 +125,56 @@ def test_reference_point_is_derived_when_absent(write_study):
     assert frame.derived and frame.reference_values()["score"] < 0.5
 
 
+def test_warm_started_trials_have_their_own_marker_and_legend(write_study, tmp_path):
+    """Trials a warm start enqueued are squares with their own legend entry ("warm start: <source>") in every
+    Pareto plot, 2-D and 3-D; the others keep their circles. No training: made-up values as above."""
+    make_synthetic_study(write_study, n=8, references=False, seeds=False)  # the source: study "tiny"
+    path = write_study(name="new.yaml")
+    path.write_text(path.read_text().replace("name: tiny", "name: new").replace("tiny.db", "new.db"))
+    study = Study.from_yaml(path)
+    assert study.warm_start(str(tmp_path / "study.yaml")) > 0
+    ostudy, space = optuna.load_study(study_name="new", storage=study.storage_url), study.space
+    rng = np.random.default_rng(1)
+
+    def made_up(params: dict) -> tuple[dict, list[float]]:
+        config, _ = space.decode(params)
+        n = sum(sum(s.layers.values()) * 100 for s in config.modules.values())
+        return config.to_dict(), [0.5 + 0.35 * (1 - np.exp(-n / 800)) + float(rng.normal(0, 0.02)), n,
+                                  (8 + n / 500 + float(rng.uniform(0, 2))) * 2**20]
+
+    warm = set()
+    while any(t.state == optuna.trial.TrialState.WAITING for t in ostudy.get_trials(deepcopy=False)):
+        trial = ostudy.ask(space.distributions)  # the enqueued configuration, marked by the warm start
+        config, values = made_up(trial.params)
+        trial.set_user_attr("config", config)
+        ostudy.tell(trial, values)
+        warm.add(trial.number)
+    for _ in range(6):  # searched trials after them
+        params = {p.name: p.distribution.choices[rng.integers(len(p.distribution.choices))]
+                  if hasattr(p.distribution, "choices") else float(rng.uniform(1e-3, 1e-2)) for p in space.params}
+        config, values = made_up(params)
+        ostudy.add_trial(optuna.trial.create_trial(params=params, distributions=space.distributions, values=values,
+                                                   user_attrs={"config": config}))
+    marked = {t.number for t in ostudy.trials if t.user_attrs.get("warm_start", "").startswith("tiny trial ")}
+    assert marked == warm and len(ostudy.trials) == len(warm) + 6
+
+    figures = {f["id"]: f["figure"] for f in json.loads(build_report(study).to_json())["figures"]}
+    pareto = [fid for fid in figures if fid.startswith("pareto-")]
+    assert pareto == ["pareto-score-params", "pareto-score-memory", "pareto-params-memory", "pareto-3d"]
+    for fid in pareto:
+        traces = {t["name"]: t for t in figures[fid]["data"]}
+        shown = {name: {int(n) for n in re.findall(r"<b>trial (\d+)</b>", "".join(t["text"]))}
+                 for name, t in traces.items()}
+        assert shown["warm start: tiny"] == warm, fid  # exactly the warm-started trials, each once
+        assert all(not numbers & warm for name, numbers in shown.items() if name != "warm start: tiny"), fid
+        assert set().union(*shown.values()) == set(range(len(warm) + 6)), fid
+        assert traces["warm start: tiny"]["marker"]["symbol"] == "square", fid
+        assert all(t["marker"]["symbol"] != "square" for name, t in traces.items() if name != "warm start: tiny")
+        assert all("warm start: tiny trial" in text for text in traces["warm start: tiny"]["text"])
+        assert len(traces["warm start: tiny"]["marker"]["color"]) == len(warm)  # front or faded, per point
+        assert {t["type"] for t in traces.values()} == {"scatter3d" if fid == "pareto-3d" else "scatter"}
+
+
 # ------------------------------------------------------------------ the HTML file
 def test_report_is_self_contained(write_study, tmp_path):
     study = make_synthetic_study(write_study)

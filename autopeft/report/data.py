@@ -6,6 +6,7 @@ test); :mod:`.figures` turns that into plotly figures and :mod:`.page` assembles
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import TYPE_CHECKING, Any, Sequence
@@ -51,6 +52,15 @@ class Point:
     trainable: int | None = None  # every trained parameter (adapters + head), whether or not an objective
     memory_breakdown: dict[str, int] = field(default_factory=dict)  # bytes alive at the measured memory peak
     warm_start: str | None = None  # "<other study> trial N" when a warm start enqueued this configuration
+
+    @property
+    def warm_source(self) -> str | None:
+        """The study a warm start took this configuration from: ``warm_start`` without its " trial N" (the
+        label warmstart.enqueue_front stores)."""
+        if not self.warm_start:
+            return None
+        match = re.fullmatch(r"(.+) trial \d+", self.warm_start)
+        return match.group(1) if match else self.warm_start
 
 
 @dataclass

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 COLORS = {"front": "#1f77b4", "dominated": "#9aa5b1", "reference": "#d62728"}
+#: marker of the trials a warm start enqueued, in the 2-D and 3-D Pareto plots (a symbol both draw)
+WARM_START_SYMBOL = "square"
 
 
 def _axis(name: str, points: Sequence[Point] = ()) -> dict[str, Any]:
@@ -78,21 +80,37 @@ def _sizes(points: Sequence[Point]) -> list[float]:
 
 
 def _groups(points: Sequence[Point]) -> list[tuple[str, list[Point], dict[str, Any]]]:
-    """(legend name, points, marker style) for Pareto, dominated and hand-made reference points."""
-    front = [p for p in points if p.on_front and p.reference is None]
-    dominated = [p for p in points if not p.on_front and p.reference is None]
+    """(legend name, points, marker style) for Pareto, dominated and hand-made reference points, then one group
+    per warm-start source: its own symbol, filled like the front where on it and faded like a dominated point
+    where not."""
+    warm = [p for p in points if p.warm_start and p.reference is None]
+    front = [p for p in points if p.on_front and p.reference is None and not p.warm_start]
+    dominated = [p for p in points if not p.on_front and p.reference is None and not p.warm_start]
     refs = [p for p in points if p.reference is not None]
-    return [
+    groups = [
         ("Pareto front", front, {"color": COLORS["front"], "opacity": 0.95, "symbol": "circle",
                                  "line": {"width": 1, "color": "#0b3c5d"}}),
         ("dominated", dominated, {"color": COLORS["dominated"], "opacity": 0.35, "symbol": "circle"}),
         ("hand-made references", refs, {"color": COLORS["reference"], "opacity": 0.9, "symbol": "diamond",
                                         "line": {"width": 1, "color": "#7f0000"}}),
     ]
+    for source in sorted({p.warm_source for p in warm}):
+        pts = [p for p in warm if p.warm_source == source]
+        colors = [_rgba(COLORS["front"], 0.95) if p.on_front else _rgba(COLORS["dominated"], 0.35) for p in pts]
+        groups.append((html.escape(f"warm start: {source}"), pts,
+                       {"color": colors, "symbol": WARM_START_SYMBOL, "line": {"width": 1, "color": "#0b3c5d"}}))
+    return groups
+
+
+def _rgba(color: str, alpha: float) -> str:
+    """``#rrggbb`` with an alpha: per-point opacity (Scatter3d takes no opacity per point)."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
 
 
 def draw_pareto(info: ParetoInfo, names: Sequence[str]) -> "go.Figure":
-    """2-D (or 3-D) scatter of the objectives; dominated points faded, marker size = fidelity."""
+    """2-D (or 3-D) scatter of the objectives; dominated points faded, marker size = fidelity, warm-started
+    trials drawn as squares with a legend entry per source."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
