@@ -1,7 +1,7 @@
 """autopeft: multi-objective search for parameter-efficient fine-tuning configurations."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 import os as _os
 

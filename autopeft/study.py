@@ -17,7 +17,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from . import __version__
+from ._version import __version__
 from .adapters import PEFTConfig, count_adapter_params, normalise_config
 from .config import StudyConfig, load_study_config
 from .errors import AutoPEFTError, ConfigError, OverBudget, StorageError, TrialFailed
