@@ -1,7 +1,7 @@
 """autopeft: multi-objective search for parameter-efficient fine-tuning configurations."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 import os as _os
 
@@ -12,10 +12,10 @@ from .errors import AutoPEFTError  # noqa: E402
 
 #: public names -> the module that defines them, imported on first use (PEP 562): the CLI can then say what it
 #: is doing before torch, transformers and optuna are loaded, which takes seconds
-_LAZY = {"Study": "study", "PEFTConfig": "adapters", "apply_adapters": "adapters",
+_LAZY = {"Study": "study", "export_trial": "export", "PEFTConfig": "adapters", "apply_adapters": "adapters",
          "count_adapter_params": "adapters", "load_adapters": "adapters.io", "save_adapters": "adapters.io"}
 
-__all__ = ["Study", "PEFTConfig", "apply_adapters", "count_adapter_params", "load_adapters", "save_adapters",
+__all__ = ["Study", "export_trial", "PEFTConfig", "apply_adapters", "count_adapter_params", "load_adapters", "save_adapters",
            "AutoPEFTError", "__version__"]
 
 

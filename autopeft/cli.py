@@ -237,9 +237,12 @@ def cmd_refine(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from .export import export_trial
+
     study = _study(args)
-    number = args.trial if args.pick is None else study.pick(args.pick).number
-    out = study.export(number, args.output, train=args.train)
+    record = study.trial(args.trial) if args.pick is None else study.pick(args.pick)
+    number = record.number
+    out = export_trial(study, record, args.output, train=args.train)
     how = f"picked by '{args.pick}'" if args.pick is not None else ""
     print(" ".join(filter(None, [f"exported trial {number}", how, "(trained)" if args.train else "", f"to {out}"])))
     return 0
@@ -276,7 +279,7 @@ def cmd_train(args) -> int:
 def render_table(study, front, references=()) -> str:
     """The Pareto front (and the hand-made references, flagged) as an aligned text table."""
     from .objectives import format_value
-    from .study import summarise_config
+    from .records import summarise_config
 
     if not front:
         return "no completed trials yet"

@@ -1,6 +1,6 @@
 """Export a trial: the full re-runnable recipe plus an adapter directory PEFT or autopeft loads.
 
-``export_trial(..., train=True)`` and ``autopeft train RECIPE`` run the same function, :func:`train_recipe`,
+``export_trial(study, record, directory, train=True)`` and ``autopeft train RECIPE`` run the same function, :func:`train_recipe`,
 so an exported ``autopeft.yaml`` re-runs exactly the training that produced the exported weights.
 """
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from torch import nn
 
 from .adapters import PEFTConfig, normalise_config
@@ -20,11 +19,11 @@ from .adapters.io import save_adapters
 from .config import RecipeConfig, load_recipe
 from .errors import ConfigError
 from .models import load_model
-from .pareto import pick
 from .yamlio import dump_yaml
 
 if TYPE_CHECKING:
-    from .study import Study, TrialRecord
+    from .records import TrialRecord
+    from .study import Study
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +63,6 @@ def recipe(study: "Study", record: "TrialRecord") -> dict[str, Any]:
     }
 
 
-def pick_trial(study: "Study", rule: str) -> "TrialRecord":
-    """The completed trial chosen by ``rule`` (knee | max-score | params<=N | memory<=N, see pareto.pick)."""
-    done = [r for r in study.trials() if r.state == "COMPLETE" and r.values]
-    names = list(done[0].values) if done else [o.name for o in study.objectives]
-    directions = study.directions_of(names)
-    values = np.array([[r.values[n] for n in names] for r in done], dtype=float).reshape(-1, len(names))
-    return done[pick(rule, values, names, directions)]
-
-
 def check_stays_inside(directory: Path) -> None:
     """Refuse a directory holding a symbolic link that leads outside it: writing a file of the export through it
     would change a file elsewhere (export writes only into the directory the user chose)."""
@@ -85,7 +75,7 @@ def check_stays_inside(directory: Path) -> None:
                               "remove the link or export into an empty directory")
 
 
-def export_trial(study: "Study", record: "TrialRecord", directory: Path, train: bool = False) -> Path:
+def export_trial(study: "Study", record: "TrialRecord", directory: str | Path, train: bool = False) -> Path:
     """Write ``directory/autopeft.yaml`` and the adapter files for ``record``.
 
     Without ``train`` only the configuration is written; with it the configuration is trained at full

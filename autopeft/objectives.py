@@ -92,9 +92,11 @@ def format_value(name: str, value: float) -> str:
     return obj.format(value) if obj else f"{float(value):.4f}"
 
 
-def directions_of(names: Sequence[str]) -> list[Direction]:
-    """The direction of each named objective (unknown names are minimised)."""
-    return [OBJECTIVES[n].direction if n in OBJECTIVES else "minimize" for n in names]
+def directions_of(names: Sequence[str], study: Sequence[Objective] = ()) -> list[Direction]:
+    """The direction of each named objective: as in ``study`` (a study's objectives, where the score's direction
+    follows the task's metric), else as registered; unknown names are minimised."""
+    own = {o.name: o.direction for o in study}
+    return [own.get(n) or (OBJECTIVES[n].direction if n in OBJECTIVES else "minimize") for n in names]
 
 
 def load_objectives(spec: str | list | dict, resolve=lambda p: Path(p)) -> list[Objective]:

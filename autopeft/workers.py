@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Callable, Iterator
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -30,8 +30,6 @@ from . import errors
 from .logs import setup_logging
 from .storage import lost_storage_error, storage_lost
 
-if TYPE_CHECKING:
-    from .config import StudyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -273,22 +271,24 @@ def mark_uncounted(study: optuna.Study, trial: optuna.Trial, kind: str, reason: 
 
 
 # ---------------------------------------------------------------------------------------------- local workers
-def run_local_workers(cfg: "StudyConfig", storage: str, target: int, timeout: float | None, workers: int) -> None:
-    """Run ``workers`` processes of ``Study(cfg, storage).optimize(target, timeout)`` and wait for them.
+def run_local_workers(work: Callable[[str], None], storage: str, workers: int, threads: int | None = None) -> None:
+    """Run ``work(name)`` in ``workers`` processes and wait for them (``work`` is picklable: the study passes its
+    own entry point, e.g. ``partial(study.work, cfg, storage, target, timeout)``).
 
-    Each gets ``cores // workers`` torch threads (unless ``proxy.threads`` is set). A worker that dies leaves its
-    trial to the heartbeat check of the others; an input error in any worker is raised here; a Ctrl-C stops all
-    of them (each marks its running trial) and is raised as KeyboardInterrupt.
+    Each gets ``threads`` torch threads (default ``cores // workers``). A worker that dies leaves its trial to the
+    heartbeat check of the others; an input error in any worker is raised here; a Ctrl-C stops all of them (each
+    marks its running trial) and is raised as KeyboardInterrupt. ``storage`` names the storage in a lost-storage
+    error.
     """
     # fork would copy torch's thread pools and open DB connections; a forkserver imports torch & co. once for all
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["autopeft.study", "autopeft.proxy"])
     results = ctx.SimpleQueue()
-    threads = cfg.proxy.threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     level = logging.getLogger("autopeft").getEffectiveLevel()
     base = worker_name()
     procs = [ctx.Process(target=_worker_main, name=f"{base}/{i}",
-                         args=(cfg, storage, target, timeout, f"{base}/{i}", threads, level, results))
+                         args=(work, storage, f"{base}/{i}", threads, level, results))
              for i in range(workers)]
     logger.info("starting %d workers with %d torch thread(s) each", workers, threads)
     for p in procs:
@@ -344,19 +344,16 @@ def _join(procs: list[multiprocessing.Process], timeout: float | None = None) ->
         time.sleep(0.1)
 
 
-def _worker_main(cfg: "StudyConfig", storage: str, target: int, timeout: float | None, name: str, threads: int,
-                 level: int, results) -> None:
+def _worker_main(work: Callable[[str], None], storage: str, name: str, threads: int, level: int, results) -> None:
     """Entry point of one local worker process (forked from the forkserver)."""
     setup_logging(level <= logging.DEBUG, prefix=f"[{name.rsplit('/', 1)[-1]}] ")
     import torch
 
     torch.set_num_threads(threads)
-    from .study import Study
-
     signal.signal(signal.SIGTERM, errors.raise_terminated)  # a SIGTERM to the process group marks the trials too
     errors.keep_lost_interrupts()
     try:
-        Study(cfg, storage, joined=True).optimize(target, timeout, worker=name)
+        work(name)
     except errors.AutoPEFTError as err:
         results.put((type(err).__name__, err.problem, err.fix, err.where))
         raise SystemExit(2) from None

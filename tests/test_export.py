@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from autopeft import Study, load_adapters
+from autopeft import Study, export_trial, load_adapters
 from autopeft.cli import main
 from autopeft.errors import ConfigError
 from autopeft.export import RECIPE_FILE, RESULT_FILE, train_recipe
@@ -96,7 +96,7 @@ def test_trained_lora_export_round_trips(write_study, tmp_path, tiny_model_dir):
 
     study = _study(write_study, tmp_path, LORA_SPACE)
     record = study.pick("max-score")
-    out = study.export(record.number, tmp_path / "lora")
+    out = export_trial(study, record, tmp_path / "lora")
     trained = train_recipe(out / RECIPE_FILE, out)
     files = {p.name for p in out.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "autopeft_adapters.safetensors", RESULT_FILE} <= files
@@ -132,7 +132,7 @@ def test_trained_bottleneck_prefix_export_round_trips(write_study, tmp_path, tin
     study = _study(write_study, tmp_path, BOTTLENECK_PREFIX_SPACE)
     record = study.pick("knee")
     assert set(record.config) == {"serial", "prefix"}
-    out = study.export(record.number, tmp_path / "bottleneck")
+    out = export_trial(study, record, tmp_path / "bottleneck")
     trained = train_recipe(out / RECIPE_FILE, out)
     assert not (out / "adapter_config.json").exists()  # not a PEFT method: autopeft's own format only
     want = _validation_logits(trained.model, study.trainer)

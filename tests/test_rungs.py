@@ -58,7 +58,7 @@ def test_dominated_trials_stop_at_a_rung(write_study, tmp_path, monkeypatch):
     """The plumbing of a stop: rung, reason and the noise margin the rule got. The tiny model's rung scores all
     sit at chance, within noise of each other, so the rule itself (tested above) would stop none: a stand-in
     stops every trial once two others reached the rung."""
-    import autopeft.study as study_module
+    import autopeft.loop as loop_module
 
     margins = []
 
@@ -66,7 +66,7 @@ def test_dominated_trials_stop_at_a_rung(write_study, tmp_path, monkeypatch):
         margins.append(score_margin)
         return len(peers) < 2
 
-    monkeypatch.setattr(study_module, "promote", stop_once_two_reached)
+    monkeypatch.setattr(loop_module, "promote", stop_once_two_reached)
     study = write_study()
     text = study.read_text().replace("proxy: {train_examples: 64,", "proxy: {rungs: [16, 32], reduction_factor: 2, train_examples: 64,")
     study.write_text(text)
@@ -85,11 +85,11 @@ def test_dominated_trials_stop_at_a_rung(write_study, tmp_path, monkeypatch):
 
 
 def test_a_fixed_rung_margin_replaces_the_sampling_noise(write_study, tmp_path, monkeypatch):
-    import autopeft.study as study_module
+    import autopeft.loop as loop_module
 
     margins = []
-    real = study_module.promote
-    monkeypatch.setattr(study_module, "promote", lambda *a: margins.append(a[-1]) or real(*a))
+    real = loop_module.promote
+    monkeypatch.setattr(loop_module, "promote", lambda *a: margins.append(a[-1]) or real(*a))
     study = write_study()
     study.write_text(study.read_text().replace("proxy: {train_examples: 64,",
                                                "proxy: {rungs: [16], rung_margin: 0.125, train_examples: 64,"))

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._version import __version__
 from ..errors import ConfigError
 from ..models import ModelInfo, model_info
 from . import apply_adapters, count_adapter_params, normalise_config
@@ -28,14 +29,8 @@ FORMAT_VERSION = 1
 
 
 def autopeft_version() -> str:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        return version("autopeft")
-    except (ImportError, PackageNotFoundError):
-        import autopeft
-
-        return str(getattr(autopeft, "__version__", "unknown"))
+    """The version that wrote an export (recorded in its files)."""
+    return __version__
 
 
 def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

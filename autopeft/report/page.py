@@ -163,7 +163,7 @@ def build_report(study: "Study", compare: Sequence[str] = ()) -> ReportData:
 
 
 def _summary(p: Point) -> str:
-    from ..study import summarise_config
+    from ..records import summarise_config
 
     if p.reference is not None:
         return p.reference
