@@ -23,6 +23,7 @@ from .candidate import Budget, Candidate, random_feasible
 from .config import StudyConfig
 from .errors import AutoPEFTError, OverBudget, TrialFailed
 from .objectives import Objective, format_value
+from .optuna_private import suggest, trial_id
 from .records import TrialRecord, format_duration, front_of, mean_sd, score_sign, trial_records
 from .references import reference_config, references_for
 from .rungs import noise_margin, promote
@@ -83,7 +84,7 @@ class TrialRunner:
                     warnings.simplefilter("ignore", UserWarning)  # heartbeats are run here, not by study.optimize
                     trial = study.ask()  # parameters are suggested under the heartbeat: the sampler may take a while
                     # lets other workers fail the trial if we die
-                    beating.enter_context(heartbeat(study, trial._trial_id))
+                    beating.enter_context(heartbeat(study, trial_id(trial)))
                 try:
                     pending.deliver()
                     outcome = self._start_trial(study, trial, target, worker,
@@ -114,7 +115,7 @@ class TrialRunner:
         if worker:
             trial.set_user_attr("worker", worker)
         for name, distribution in self.space.distributions.items():
-            trial._suggest(name, distribution)  # what study.ask(distributions) does, after the heartbeat started
+            suggest(trial, name, distribution)  # what study.ask(distributions) does, after the heartbeat started
         twin = None if duplicate_ok else duplicate_of(study, trial)
         if twin is not None:
             mark_uncounted(study, trial, "duplicate", f"not run: trial {twin} holds the same configuration")
@@ -267,7 +268,7 @@ class TrialRunner:
             with warnings.catch_warnings():  # the heartbeat is run around the trial below, not by study.optimize
                 warnings.simplefilter("ignore", UserWarning)
                 trial = study.ask()
-            with heartbeat(study, trial._trial_id):
+            with heartbeat(study, trial_id(trial)):
                 trial.set_user_attr("reference", ref.name)
                 time.sleep(settle)
                 first = min(reference_claims(study).get(ref.name, []), default=trial.number)

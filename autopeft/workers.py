@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import errors
 from .logs import setup_logging
+from . import optuna_private as private
 from .storage import lost_storage_error, storage_lost
 
 
@@ -125,11 +126,11 @@ class StaleTrials:
 
     def check(self, study: optuna.Study) -> list[int]:
         """Fail (and retry) the stale trials of ``study`` now; returns their numbers."""
-        storage = study._storage
-        for trial_id in _never_beaten(study):
+        storage = private.storage_of(study)
+        for trial_id in private.never_beaten_ids(study):
             storage.record_heartbeat(trial_id)  # a live worker's own beats overwrite it
         failed = []
-        for trial_id in storage._get_stale_trial_ids(study._study_id):
+        for trial_id in private.stale_trial_ids(study):
             try:
                 storage.set_trial_user_attr(trial_id, "fail_reason", f"worker lost: no heartbeat for {self.grace}s "
                                                                      "(killed, crashed or disconnected)")
@@ -145,31 +146,12 @@ class StaleTrials:
         return failed
 
 
-def _never_beaten(study: optuna.Study) -> set[int]:
-    """Ids of running trials of ``study`` without a heartbeat row (private optuna tables: no public API)."""
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    backend = getattr(study._storage, "_backend", study._storage)
-    if not hasattr(backend, "scoped_session"):
-        return set()
-    with _create_scoped_session(backend.scoped_session) as session:
-        rows = (session.query(models.TrialModel.trial_id)
-                .outerjoin(models.TrialHeartbeatModel,
-                           models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
-                .filter(models.TrialModel.study_id == study._study_id,
-                        models.TrialModel.state == TrialState.RUNNING,
-                        models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
-                .all())
-    return {r[0] for r in rows}
-
-
 @contextlib.contextmanager
 def heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
     """Beat for trial ``trial_id`` every ``heartbeat`` s while the block runs (other workers fail the trial if we
     die). Like optuna's heartbeat thread, but a storage that stops answering neither ends the beats nor prints a
     thread's traceback: it beats again when the database is back, and the trial itself reports the lost storage."""
-    storage = study._storage
+    storage = private.storage_of(study)
     interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
     if interval is None:
         yield
@@ -253,7 +235,7 @@ def interrupts_deferred() -> Iterator[_Pending]:
 def mark_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
     """Record a Ctrl-C'd trial as failed ('interrupted'), out of the count, and enqueue it to run on resume."""
     with sigint_ignored():
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = private.storage_of(study).get_trial(private.trial_id(trial))
         if frozen.state != TrialState.RUNNING:
             return  # it was told just before the interrupt: nothing is lost
         trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); runs again on resume")
