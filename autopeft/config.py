@@ -4,12 +4,13 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .data import DataConfig
 from .errors import ConfigError
+from .objectives import Objective, objective_set
 from .yamlio import load_yaml
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
@@ -225,6 +226,12 @@ class StudyConfig(_Strict):
     base_dir: Path = Field(default=Path("."), exclude=True)
     source: str = Field(default="<inline>", exclude=True)
 
+    #: line of every key path in the study file (set by load_study_config)
+    _lines: dict[tuple, int] = PrivateAttr(default_factory=dict)
+    #: (the search_space / objectives value it was read for, what was read): see space_spec, objective_list
+    _space: tuple[Any, dict[str, Any]] | None = PrivateAttr(None)
+    _objectives: tuple[Any, list[Objective]] | None = PrivateAttr(None)
+
     @model_validator(mode="after")
     def _causal_lm_limits(self) -> "StudyConfig":
         if self.task.type == "causal_lm" and self.proxy.rungs:
@@ -253,6 +260,89 @@ class StudyConfig(_Strict):
         if is_bare_name(value):
             return shipped_path(folder, value)
         return self.resolve(value)
+
+    @property
+    def space_spec(self) -> dict[str, Any]:
+        """The search space as a mapping: the inline one, or the shipped or user file ``search_space`` names (read
+        once; load_study_config reads it with the study file). This is what a study stores and builds its
+        SearchSpace from."""
+        if self._space is None or self._space[0] != self.search_space:
+            spec = self.search_space
+            if isinstance(spec, str):
+                path, spec, lines = self._read_sub_file("search_space", "search_spaces", "search space file")
+                check_space_shape(spec, _locator(str(path), lines))
+            else:
+                check_space_shape(spec, _locator(self.source, self._lines, ("search_space",)))
+            self._space = (self.search_space, spec)
+        return self._space[1]
+
+    @property
+    def objective_list(self) -> list[Objective]:
+        """The objectives: the inline set, or the shipped or user file ``objectives`` names (read once, like
+        :attr:`space_spec`). The score's direction is the registry's (a study makes it follow the task's metric)."""
+        if self._objectives is None or self._objectives[0] != self.objectives:
+            spec = self.objectives
+            if isinstance(spec, str):
+                path, data, lines = self._read_sub_file("objectives", "objectives", "objectives file")
+                found = objective_set(data, path.name, _locator(str(path), lines))
+            else:
+                found = objective_set(spec, "objectives", _locator(self.source, self._lines, ("objectives",)))
+            self._objectives = (self.objectives, found)
+        return self._objectives[1]
+
+    def _read_sub_file(self, key: str, folder: str, what: str) -> tuple[Path, Any, dict[tuple, int]]:
+        """(path, data, lines) of the file the study's ``key`` names; a file that is not there (or a shipped name
+        that is not shipped) is reported at the key's line in the study file."""
+        try:
+            path = self.resolve_file(getattr(self, key), folder)
+            return (path, *load_yaml(path, what))
+        except ConfigError as err:
+            if err.where is not None:  # inside the file: its own line
+                raise
+            raise ConfigError(err.problem, err.fix, _locator(self.source, self._lines)((key,))) from None
+
+    def read_sub_files(self) -> None:
+        """Read and check the search space and objectives now (they are else read when first used), so that a
+        problem in them is reported with the study file's, before anything runs."""
+        self.space_spec
+        self.objective_list
+
+
+#: the keys of a search space (see autopeft/space.py)
+SPACE_KEYS = ("adapters", "layers", "hyperparameters")
+
+
+def check_space_shape(spec: Any, locate: Callable[[tuple], str | None]) -> None:
+    """The shape of a search space, which needs no model: a mapping of ``adapters`` (at least one kind),
+    ``layers`` and ``hyperparameters`` (a mapping). space.SearchSpace.from_spec checks the rest (adapter kinds,
+    sizes, options, layer indices) once the model is loaded. ``locate(key path)`` gives the file:line of a key."""
+    if not isinstance(spec, dict):
+        raise ConfigError("search_space must be a mapping, a path to one or a shipped space's name",
+                          "e.g. search_space: autopeft (or lora, mixed)", locate(()))
+    unknown = [key for key in spec if key not in SPACE_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown, key=str)} in search_space",
+                          f"allowed: {', '.join(SPACE_KEYS)}", locate((unknown[0],)))
+    adapters = spec.get("adapters")
+    if not isinstance(adapters, dict) or not adapters:
+        raise ConfigError("search_space.adapters must name at least one adapter kind",
+                          "e.g. adapters: {lora: {rank: [0, 4, 8]}}", locate(("adapters",)))
+    hyper = spec.get("hyperparameters")
+    if hyper and not isinstance(hyper, dict):
+        raise ConfigError("search_space.hyperparameters must be a mapping",
+                          "e.g. learning_rate: {low: 1.0e-4, high: 3.0e-3, log: true}", locate(("hyperparameters",)))
+
+
+def _locator(source: str, lines: dict[tuple, int], prefix: tuple = ()) -> Callable[[tuple], str | None]:
+    """``locate(key path)`` -> ``source:line`` of the nearest key path (under ``prefix``) that has a line; just
+    ``source`` when none has, and None for a config that was not read from a file."""
+    def locate(path: tuple) -> str | None:
+        line = _nearest_line(lines, prefix + tuple(path))
+        if line:
+            return f"{source}:{line}"
+        return None if source == "<inline>" else source
+
+    return locate
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], source: str,
@@ -311,14 +401,18 @@ def _validated(model: type[BaseModel], data: dict, path: str | Path, lines: dict
     return cfg
 
 
-def load_study_config(path: str | Path) -> StudyConfig:
-    """Read and validate a study YAML file; raises ConfigError (one line) on any problem."""
+def load_study_config(path: str | Path, sub_files: bool = True) -> StudyConfig:
+    """Read and validate a study YAML file and, unless ``sub_files`` is false, the search space and objectives it
+    names; raises ConfigError (one line, naming the file and line) on any problem."""
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError("a study file must be a mapping of keys (name, model, task, ...)",
                           "see studies/quickstart.yaml", str(path))
     cfg = _validated(StudyConfig, data, path, lines)
     cfg.source = str(path)
+    cfg._lines = lines
+    if sub_files:
+        cfg.read_sub_files()
     return cfg
 
 
