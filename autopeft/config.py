@@ -8,8 +8,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .data import DataConfig
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .objectives import Objective, objective_set
 from .yamlio import load_yaml
 
@@ -34,6 +33,163 @@ def parse_size(text: str | int | float) -> float:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+Format = Literal["tsv", "csv", "jsonl"]
+
+_EXTENSIONS: dict[str, Format] = {
+    ".tsv": "tsv",
+    ".txt": "tsv",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+}
+_DEFAULT_DELIMITER: dict[str, str] = {"tsv": "\t", "csv": ","}
+
+
+class DataConfig(_Strict):
+    """The ``task.data`` block of a study YAML: where the data is and which columns to use (read by
+    autopeft/data.py)."""
+
+    dataset: str | None = Field(None, description="a Hugging Face datasets source: a save_to_disk folder, a local "
+                                "parquet/csv/json/arrow file or folder of them, or a hub name (e.g. glue); then "
+                                "train/validation/test name its splits")
+    dataset_config: str | None = Field(None, description="the hub data set's configuration (e.g. sst2 for glue)")
+    train: str | None = Field(None, description="train file (tsv/csv/jsonl), or the split's name with dataset "
+                                                "(default: train)")
+    validation: str | float | None = Field(None, description="validation file or split name, or a share of the "
+                                           "train rows split off it (20% or 0.2); with dataset default: validation")
+    test: str | float | None = Field(None, description="optional test file, split name or share of the train rows: "
+                                     "scored only by refine and export --train, never by the search")
+    split_seed: int = Field(0, description="seed of the validation/test rows drawn from the train rows")
+    format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
+    delimiter: str | None = None
+    header: bool = True
+    encoding: str = "utf-8"
+    max_columns: int | None = None
+    text: str | int
+    text_pair: str | int | None = None
+    label: str | int
+    label_map: dict[str, int | float] | None = None
+    quoting: bool | None = None
+    limit_train: int | None = None
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_map_keys_as_str(cls, value: Any) -> Any:
+        # YAML turns `0: negative`-style keys into ints; raw labels are always strings.
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _check_delimiter(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1:
+            raise ValueError(f"delimiter must be one character, got {value!r}")
+        return value
+
+    @field_validator("max_columns")
+    @classmethod
+    def _check_max_columns(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("max_columns must be at least 1")
+        return value
+
+    @field_validator("limit_train")
+    @classmethod
+    def _check_limit(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("limit_train must be at least 1")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _check_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r} (try utf-8, utf-8-sig or latin-1)") from None
+        return value
+
+    @field_validator("validation", "test")
+    @classmethod
+    def _check_share(cls, value: str | float | None) -> str | float | None:
+        if _is_share(value):
+            share_of(value)  # raises ValueError for 0%, 150%, -0.2, ...
+        return value
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> "DataConfig":
+        if self.text_pair is not None and self.text_pair == self.text:
+            raise ValueError("text_pair must name a different column than text")
+        if self.dataset is None:
+            if self.train is None:
+                raise ValueError("give the train file (task.data.train), or a Hugging Face source in task.data.dataset")
+            if self.validation is None:
+                raise ValueError("give the validation file (task.data.validation), or split it off the train rows "
+                                 "with validation: 20%")
+        else:
+            self.train = self.train or "train"
+            self.validation = self.validation if self.validation is not None else "validation"
+        return self
+
+    def share(self, split: str) -> float | None:
+        """The share of the train rows ``split`` (validation or test) takes, or None when it is its own file/split."""
+        value = getattr(self, split)
+        return share_of(value) if _is_share(value) else None
+
+    def describe(self) -> str:
+        """Where the data comes from, in a few words (for the first line of a run)."""
+        shown = {s: (f"{100 * self.share(s):g}% of train" if self.share(s) else getattr(self, s))
+                 for s in ("train", "validation", "test") if getattr(self, s) is not None}
+        splits = ", ".join(f"{k} {v}" for k, v in shown.items())
+        return f"{self.dataset}: {splits}" if self.dataset else splits
+
+    def resolved_format(self, path: str | Path) -> Format:
+        """The file format: ``format`` unless it is ``auto``, else guessed from the extension."""
+        if self.format != "auto":
+            return self.format
+        suffix = Path(path).suffix.lower()
+        if suffix not in _EXTENSIONS:
+            raise DataError(
+                f"cannot tell the format of {str(path)!r} from its extension {suffix or '(none)'!r}",
+                "set `format: tsv`, `csv` or `jsonl` in task.data",
+            )
+        return _EXTENSIONS[suffix]
+
+    def resolved_delimiter(self, fmt: Format) -> str:
+        """``delimiter`` if set, else tab for tsv and comma for csv."""
+        return self.delimiter if self.delimiter is not None else _DEFAULT_DELIMITER.get(fmt, "\t")
+
+    def resolved_quoting(self, fmt: Format) -> bool:
+        """``quoting`` if set; else on for csv and off for tsv (GLUE text has bare quotes)."""
+        if self.quoting is not None:
+            return self.quoting
+        return fmt == "csv"
+
+
+def _is_share(value: str | float | None) -> bool:
+    """A number (``0.2``) or a percentage (``20%``): a share of the train rows, not a file or split name."""
+    return isinstance(value, (int, float)) or isinstance(value, str) and value.strip().endswith("%")
+
+
+def share_of(value: str | float) -> float:
+    """``20%`` / ``0.2`` -> 0.2; ValueError unless strictly between 0 and 1."""
+    text = str(value).strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a file nor a share; write e.g. 20% or 0.2") from None
+    if not 0 < share < 1:
+        raise ValueError(f"a share of the train rows must be between 0 and 100% (got {value!r})")
+    return share
+
+
+#: causal_lm metric -> the direction of the score objective (the metrics of the other tasks: autopeft/metrics.py)
+LM_METRICS: dict[str, str] = {"loss": "minimize", "perplexity": "minimize", "exact_match": "maximize"}
 
 
 class TaskConfig(_Strict):
@@ -62,8 +218,6 @@ class TaskConfig(_Strict):
     def _causal_lm_metric(self) -> "TaskConfig":
         if self.type != "causal_lm":
             return self
-        from .causal_lm import LM_METRICS
-
         if (self.metric or "loss") not in LM_METRICS:
             raise ValueError(f"metric '{self.metric}' is not a causal_lm metric; use one of {', '.join(LM_METRICS)}")
         if self.metric == "exact_match" and not self.answer_pattern:

@@ -5,11 +5,9 @@ import copy
 import functools
 import logging
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -19,7 +17,8 @@ from torch import nn
 from .activation_cache import ActivationCache, cached_batches, start_at_layer
 from .adapters import PEFTConfig, apply_adapters_by_kind, get_adapter_kind
 from .config import ProxyConfig, StudyConfig
-from .data import EncodedSplit, TaskData, build_task_data, encode_cached, iter_batches
+from .batches import EncodedSplit, iter_batches
+from .data import TaskData, build_task_data, encode_cached, token_cache_dir
 from .errors import OverBudget, TrialFailed
 from .memory import StepMemory, estimate_step_memory, measure_step_memory
 from .metrics import chance_level, get_metric
@@ -70,11 +69,6 @@ class ProxyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def token_cache_dir() -> Path:
-    """Where tokenised splits are cached: $AUTOPEFT_CACHE_DIR, else ~/.cache/autopeft."""
-    return Path(os.environ.get("AUTOPEFT_CACHE_DIR") or Path.home() / ".cache" / "autopeft")
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -440,12 +434,3 @@ class ProxyTrainer:
             logits.append(model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float().cpu())
             labels.append(batch["labels"].cpu())
         return torch.cat(logits), torch.cat(labels)
-
-
-def make_trainer(cfg: StudyConfig) -> ProxyTrainer:
-    """The proxy trainer of the study's task (causal_lm has its own, in autopeft/causal_lm.py)."""
-    if cfg.task.type == "causal_lm":
-        from .causal_lm import CausalLMTrainer
-
-        return CausalLMTrainer(cfg)
-    return ProxyTrainer(cfg)

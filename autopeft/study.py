@@ -66,7 +66,7 @@ class Study:
         """Model, tokenizer and encoded data, loaded once (this validates model and data)."""
         if self._trainer is None:
             from .logs import adopt_library_loggers, live_progress
-            from .proxy import make_trainer
+            from .trainers import make_trainer
 
             self._trainer = t = make_trainer(self.cfg)
             adopt_library_loggers()  # transformers & co. are imported by now: their notices go to the -v log
