@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .adapters import PEFTConfig
-from .config import LM_METRICS, ProxyConfig, StudyConfig
+from .config import LM_METRICS, ProxyConfig, StudyConfig, TrainerConfig, trainer_config
 from .data import TaskData, load_split
 from .instructions import (IGNORE_INDEX, InstructionSplit, answer_pattern, encode_instructions, exact_match,
                            greedy_generations, iter_instruction_batches)
@@ -37,8 +37,8 @@ def score_direction(task_type: str, metric: str | None) -> str:
 class CausalLMTrainer(ProxyTrainer):
     """Holds the causal LM, tokenizer and instruction data once; ``run`` trains one candidate on a copy."""
 
-    def __init__(self, cfg: StudyConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainerConfig | StudyConfig):
+        self.cfg = cfg = trainer_config(cfg)
         self.on_step = None  # see ProxyTrainer: the study's live progress line
         self.device = resolve_device(cfg.device)
         if cfg.proxy.threads:

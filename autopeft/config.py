@@ -353,6 +353,20 @@ class RecoveryConfig(_Strict):
         return self
 
 
+class TrainerConfig(_Strict):
+    """What a proxy trainer reads (autopeft/proxy.py, autopeft/causal_lm.py): the model, the task and its data, the
+    proxy run's settings (precision included), seed and device; relative data paths resolve against ``base_dir``.
+    Made from a study by :meth:`StudyConfig.trainer_config`, from an exported recipe by
+    :meth:`RecipeConfig.trainer_config`."""
+
+    model: str
+    task: TaskConfig
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+
 class StudyConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     model: str
@@ -454,6 +468,12 @@ class StudyConfig(_Strict):
             if err.where is not None:  # inside the file: its own line
                 raise
             raise ConfigError(err.problem, err.fix, _locator(self.source, self._lines)((key,))) from None
+
+    def trainer_config(self) -> TrainerConfig:
+        """The part of the study a proxy trainer reads. It holds this study's own task and proxy blocks, not copies
+        (a change to ``cfg.proxy.activation_cache`` is seen by both, as when the trainer held the whole study)."""
+        return TrainerConfig(model=self.model, task=self.task, proxy=self.proxy, seed=self.seed, device=self.device,
+                             base_dir=self.base_dir)
 
     def read_sub_files(self) -> None:
         """Read and check the search space and objectives now (they are else read when first used), so that a
@@ -587,14 +607,18 @@ class RecipeConfig(_Strict):
     base_dir: Path = Field(default=Path("."), exclude=True)
     path: str = Field(default="<inline>", exclude=True)
 
-    def study_config(self) -> StudyConfig:
-        """A StudyConfig with this recipe's model, data and training settings (what the trainer reads)."""
-        cfg = StudyConfig(name=self.name, model=self.model, task=self.task, search_space={"adapters": {}},
-                          proxy=self.proxy.model_copy(update={"eval_examples": self.train.eval_examples}),
-                          train=self.train, seed=self.seed, device=self.device)
-        cfg.base_dir = self.base_dir
-        cfg.source = self.path
-        return cfg
+    def trainer_config(self) -> TrainerConfig:
+        """What the trainer reads: this recipe's model, data and proxy settings, scored on ``train.eval_examples``
+        validation rows (default: all)."""
+        return TrainerConfig(model=self.model, task=self.task,
+                             proxy=self.proxy.model_copy(update={"eval_examples": self.train.eval_examples}),
+                             seed=self.seed, device=self.device, base_dir=self.base_dir)
+
+
+def trainer_config(cfg: TrainerConfig | StudyConfig | RecipeConfig) -> TrainerConfig:
+    """``cfg`` itself when it is a TrainerConfig, else what its ``trainer_config()`` makes of it (the trainers take a
+    whole study too, as scripts that build one just to get a trainer do)."""
+    return cfg if isinstance(cfg, TrainerConfig) else cfg.trainer_config()
 
 
 def load_recipe(path: str | Path) -> RecipeConfig:

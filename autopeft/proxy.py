@@ -16,7 +16,7 @@ from torch import nn
 
 from .activation_cache import ActivationCache, cached_batches, start_at_layer
 from .adapters import PEFTConfig, apply_adapters_by_kind, get_adapter_kind
-from .config import ProxyConfig, StudyConfig
+from .config import ProxyConfig, StudyConfig, TrainerConfig, trainer_config
 from .batches import EncodedSplit, iter_batches
 from .data import TaskData, build_task_data, encode_cached, token_cache_dir
 from .errors import OverBudget, TrialFailed
@@ -100,8 +100,8 @@ def resolve_device(name: str) -> torch.device:
 class ProxyTrainer:
     """Holds the base model, tokenizer and encoded data once; ``run`` trains one candidate on a copy."""
 
-    def __init__(self, cfg: StudyConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainerConfig | StudyConfig):
+        self.cfg = cfg = trainer_config(cfg)
         self.device = resolve_device(cfg.device)
         if cfg.proxy.threads:
             torch.set_num_threads(cfg.proxy.threads)

@@ -68,7 +68,7 @@ class Study:
             from .logs import adopt_library_loggers, live_progress
             from .trainers import make_trainer
 
-            self._trainer = t = make_trainer(self.cfg)
+            self._trainer = t = make_trainer(self.cfg.trainer_config())
             adopt_library_loggers()  # transformers & co. are imported by now: their notices go to the -v log
             t.on_step = live_progress()  # on a terminal: step, loss and seconds left inside each run
             kind = "prompt/response pairs" if self.cfg.task.type == "causal_lm" else "regression" \
