@@ -406,10 +406,6 @@ class StudyConfig(_Strict):
             raise ValueError("proxy.rungs are not supported for causal_lm yet; remove them")
         return self
 
-    @property
-    def storage_url(self) -> str:
-        return self.storage or f"sqlite:///runs/{self.name}.db"
-
     def resolve(self, path: str) -> Path:
         """Resolve a path from the YAML: relative to the study file, else to the current directory."""
         p = Path(path).expanduser()

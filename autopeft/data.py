@@ -139,10 +139,6 @@ def _delimited_rows(
         yield number, fields
 
 
-def _describe(column: str | int) -> str:
-    return f"column {column!r}" if isinstance(column, str) else f"column index {column}"
-
-
 def _column_index(
     column: str | int, header: list[str] | None, n_fields: int, shown: str, role: str
 ) -> int:
