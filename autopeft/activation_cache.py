@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .data import EncodedSplit, iter_batches
+from .batches import EncodedSplit, iter_batches
 from .models import ModelInfo
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .adapters import PEFTConfig
-from .config import ProxyConfig, StudyConfig
+from .config import LM_METRICS, ProxyConfig, StudyConfig, TrainerConfig, trainer_config
 from .data import TaskData, load_split
 from .instructions import (IGNORE_INDEX, InstructionSplit, answer_pattern, encode_instructions, exact_match,
                            greedy_generations, iter_instruction_batches)
@@ -26,10 +26,6 @@ from .models import load_causal_lm, model_info
 from .errors import OverBudget
 from .memory import measure_step_memory
 from .proxy import ProxyResult, ProxyTrainer, resolve_device
-
-#: causal_lm metric -> the direction of the score objective
-LM_METRICS: dict[str, str] = {"loss": "minimize", "perplexity": "minimize", "exact_match": "maximize"}
-
 
 def score_direction(task_type: str, metric: str | None) -> str:
     """Direction of the ``score`` objective for a task: minimise for loss and perplexity, else maximise."""
@@ -41,8 +37,8 @@ def score_direction(task_type: str, metric: str | None) -> str:
 class CausalLMTrainer(ProxyTrainer):
     """Holds the causal LM, tokenizer and instruction data once; ``run`` trains one candidate on a copy."""
 
-    def __init__(self, cfg: StudyConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainerConfig | StudyConfig):
+        self.cfg = cfg = trainer_config(cfg)
         self.on_step = None  # see ProxyTrainer: the study's live progress line
         self.device = resolve_device(cfg.device)
         if cfg.proxy.threads:

@@ -4,12 +4,12 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .data import DataConfig
-from .errors import ConfigError
+from .errors import ConfigError, DataError
+from .objectives import Objective, objective_set
 from .yamlio import load_yaml
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
@@ -33,6 +33,163 @@ def parse_size(text: str | int | float) -> float:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+Format = Literal["tsv", "csv", "jsonl"]
+
+_EXTENSIONS: dict[str, Format] = {
+    ".tsv": "tsv",
+    ".txt": "tsv",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+}
+_DEFAULT_DELIMITER: dict[str, str] = {"tsv": "\t", "csv": ","}
+
+
+class DataConfig(_Strict):
+    """The ``task.data`` block of a study YAML: where the data is and which columns to use (read by
+    autopeft/data.py)."""
+
+    dataset: str | None = Field(None, description="a Hugging Face datasets source: a save_to_disk folder, a local "
+                                "parquet/csv/json/arrow file or folder of them, or a hub name (e.g. glue); then "
+                                "train/validation/test name its splits")
+    dataset_config: str | None = Field(None, description="the hub data set's configuration (e.g. sst2 for glue)")
+    train: str | None = Field(None, description="train file (tsv/csv/jsonl), or the split's name with dataset "
+                                                "(default: train)")
+    validation: str | float | None = Field(None, description="validation file or split name, or a share of the "
+                                           "train rows split off it (20% or 0.2); with dataset default: validation")
+    test: str | float | None = Field(None, description="optional test file, split name or share of the train rows: "
+                                     "scored only by refine and export --train, never by the search")
+    split_seed: int = Field(0, description="seed of the validation/test rows drawn from the train rows")
+    format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
+    delimiter: str | None = None
+    header: bool = True
+    encoding: str = "utf-8"
+    max_columns: int | None = None
+    text: str | int
+    text_pair: str | int | None = None
+    label: str | int
+    label_map: dict[str, int | float] | None = None
+    quoting: bool | None = None
+    limit_train: int | None = None
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_map_keys_as_str(cls, value: Any) -> Any:
+        # YAML turns `0: negative`-style keys into ints; raw labels are always strings.
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _check_delimiter(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1:
+            raise ValueError(f"delimiter must be one character, got {value!r}")
+        return value
+
+    @field_validator("max_columns")
+    @classmethod
+    def _check_max_columns(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("max_columns must be at least 1")
+        return value
+
+    @field_validator("limit_train")
+    @classmethod
+    def _check_limit(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("limit_train must be at least 1")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _check_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r} (try utf-8, utf-8-sig or latin-1)") from None
+        return value
+
+    @field_validator("validation", "test")
+    @classmethod
+    def _check_share(cls, value: str | float | None) -> str | float | None:
+        if _is_share(value):
+            share_of(value)  # raises ValueError for 0%, 150%, -0.2, ...
+        return value
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> "DataConfig":
+        if self.text_pair is not None and self.text_pair == self.text:
+            raise ValueError("text_pair must name a different column than text")
+        if self.dataset is None:
+            if self.train is None:
+                raise ValueError("give the train file (task.data.train), or a Hugging Face source in task.data.dataset")
+            if self.validation is None:
+                raise ValueError("give the validation file (task.data.validation), or split it off the train rows "
+                                 "with validation: 20%")
+        else:
+            self.train = self.train or "train"
+            self.validation = self.validation if self.validation is not None else "validation"
+        return self
+
+    def share(self, split: str) -> float | None:
+        """The share of the train rows ``split`` (validation or test) takes, or None when it is its own file/split."""
+        value = getattr(self, split)
+        return share_of(value) if _is_share(value) else None
+
+    def describe(self) -> str:
+        """Where the data comes from, in a few words (for the first line of a run)."""
+        shown = {s: (f"{100 * self.share(s):g}% of train" if self.share(s) else getattr(self, s))
+                 for s in ("train", "validation", "test") if getattr(self, s) is not None}
+        splits = ", ".join(f"{k} {v}" for k, v in shown.items())
+        return f"{self.dataset}: {splits}" if self.dataset else splits
+
+    def resolved_format(self, path: str | Path) -> Format:
+        """The file format: ``format`` unless it is ``auto``, else guessed from the extension."""
+        if self.format != "auto":
+            return self.format
+        suffix = Path(path).suffix.lower()
+        if suffix not in _EXTENSIONS:
+            raise DataError(
+                f"cannot tell the format of {str(path)!r} from its extension {suffix or '(none)'!r}",
+                "set `format: tsv`, `csv` or `jsonl` in task.data",
+            )
+        return _EXTENSIONS[suffix]
+
+    def resolved_delimiter(self, fmt: Format) -> str:
+        """``delimiter`` if set, else tab for tsv and comma for csv."""
+        return self.delimiter if self.delimiter is not None else _DEFAULT_DELIMITER.get(fmt, "\t")
+
+    def resolved_quoting(self, fmt: Format) -> bool:
+        """``quoting`` if set; else on for csv and off for tsv (GLUE text has bare quotes)."""
+        if self.quoting is not None:
+            return self.quoting
+        return fmt == "csv"
+
+
+def _is_share(value: str | float | None) -> bool:
+    """A number (``0.2``) or a percentage (``20%``): a share of the train rows, not a file or split name."""
+    return isinstance(value, (int, float)) or isinstance(value, str) and value.strip().endswith("%")
+
+
+def share_of(value: str | float) -> float:
+    """``20%`` / ``0.2`` -> 0.2; ValueError unless strictly between 0 and 1."""
+    text = str(value).strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a file nor a share; write e.g. 20% or 0.2") from None
+    if not 0 < share < 1:
+        raise ValueError(f"a share of the train rows must be between 0 and 100% (got {value!r})")
+    return share
+
+
+#: causal_lm metric -> the direction of the score objective (the metrics of the other tasks: autopeft/metrics.py)
+LM_METRICS: dict[str, str] = {"loss": "minimize", "perplexity": "minimize", "exact_match": "maximize"}
 
 
 class TaskConfig(_Strict):
@@ -61,8 +218,6 @@ class TaskConfig(_Strict):
     def _causal_lm_metric(self) -> "TaskConfig":
         if self.type != "causal_lm":
             return self
-        from .causal_lm import LM_METRICS
-
         if (self.metric or "loss") not in LM_METRICS:
             raise ValueError(f"metric '{self.metric}' is not a causal_lm metric; use one of {', '.join(LM_METRICS)}")
         if self.metric == "exact_match" and not self.answer_pattern:
@@ -198,6 +353,20 @@ class RecoveryConfig(_Strict):
         return self
 
 
+class TrainerConfig(_Strict):
+    """What a proxy trainer reads (autopeft/proxy.py, autopeft/causal_lm.py): the model, the task and its data, the
+    proxy run's settings (precision included), seed and device; relative data paths resolve against ``base_dir``.
+    Made from a study by :meth:`StudyConfig.trainer_config`, from an exported recipe by
+    :meth:`RecipeConfig.trainer_config`."""
+
+    model: str
+    task: TaskConfig
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+
 class StudyConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     model: str
@@ -225,15 +394,17 @@ class StudyConfig(_Strict):
     base_dir: Path = Field(default=Path("."), exclude=True)
     source: str = Field(default="<inline>", exclude=True)
 
+    #: line of every key path in the study file (set by load_study_config)
+    _lines: dict[tuple, int] = PrivateAttr(default_factory=dict)
+    #: (the search_space / objectives value it was read for, what was read): see space_spec, objective_list
+    _space: tuple[Any, dict[str, Any]] | None = PrivateAttr(None)
+    _objectives: tuple[Any, list[Objective]] | None = PrivateAttr(None)
+
     @model_validator(mode="after")
     def _causal_lm_limits(self) -> "StudyConfig":
         if self.task.type == "causal_lm" and self.proxy.rungs:
             raise ValueError("proxy.rungs are not supported for causal_lm yet; remove them")
         return self
-
-    @property
-    def storage_url(self) -> str:
-        return self.storage or f"sqlite:///runs/{self.name}.db"
 
     def resolve(self, path: str) -> Path:
         """Resolve a path from the YAML: relative to the study file, else to the current directory."""
@@ -253,6 +424,95 @@ class StudyConfig(_Strict):
         if is_bare_name(value):
             return shipped_path(folder, value)
         return self.resolve(value)
+
+    @property
+    def space_spec(self) -> dict[str, Any]:
+        """The search space as a mapping: the inline one, or the shipped or user file ``search_space`` names (read
+        once; load_study_config reads it with the study file). This is what a study stores and builds its
+        SearchSpace from."""
+        if self._space is None or self._space[0] != self.search_space:
+            spec = self.search_space
+            if isinstance(spec, str):
+                path, spec, lines = self._read_sub_file("search_space", "search_spaces", "search space file")
+                check_space_shape(spec, _locator(str(path), lines))
+            else:
+                check_space_shape(spec, _locator(self.source, self._lines, ("search_space",)))
+            self._space = (self.search_space, spec)
+        return self._space[1]
+
+    @property
+    def objective_list(self) -> list[Objective]:
+        """The objectives: the inline set, or the shipped or user file ``objectives`` names (read once, like
+        :attr:`space_spec`). The score's direction is the registry's (a study makes it follow the task's metric)."""
+        if self._objectives is None or self._objectives[0] != self.objectives:
+            spec = self.objectives
+            if isinstance(spec, str):
+                path, data, lines = self._read_sub_file("objectives", "objectives", "objectives file")
+                found = objective_set(data, path.name, _locator(str(path), lines))
+            else:
+                found = objective_set(spec, "objectives", _locator(self.source, self._lines, ("objectives",)))
+            self._objectives = (self.objectives, found)
+        return self._objectives[1]
+
+    def _read_sub_file(self, key: str, folder: str, what: str) -> tuple[Path, Any, dict[tuple, int]]:
+        """(path, data, lines) of the file the study's ``key`` names; a file that is not there (or a shipped name
+        that is not shipped) is reported at the key's line in the study file."""
+        try:
+            path = self.resolve_file(getattr(self, key), folder)
+            return (path, *load_yaml(path, what))
+        except ConfigError as err:
+            if err.where is not None:  # inside the file: its own line
+                raise
+            raise ConfigError(err.problem, err.fix, _locator(self.source, self._lines)((key,))) from None
+
+    def trainer_config(self) -> TrainerConfig:
+        """The part of the study a proxy trainer reads. It holds this study's own task and proxy blocks, not copies
+        (a change to ``cfg.proxy.activation_cache`` is seen by both, as when the trainer held the whole study)."""
+        return TrainerConfig(model=self.model, task=self.task, proxy=self.proxy, seed=self.seed, device=self.device,
+                             base_dir=self.base_dir)
+
+    def read_sub_files(self) -> None:
+        """Read and check the search space and objectives now (they are else read when first used), so that a
+        problem in them is reported with the study file's, before anything runs."""
+        self.space_spec
+        self.objective_list
+
+
+#: the keys of a search space (see autopeft/space.py)
+SPACE_KEYS = ("adapters", "layers", "hyperparameters")
+
+
+def check_space_shape(spec: Any, locate: Callable[[tuple], str | None]) -> None:
+    """The shape of a search space, which needs no model: a mapping of ``adapters`` (at least one kind),
+    ``layers`` and ``hyperparameters`` (a mapping). space.SearchSpace.from_spec checks the rest (adapter kinds,
+    sizes, options, layer indices) once the model is loaded. ``locate(key path)`` gives the file:line of a key."""
+    if not isinstance(spec, dict):
+        raise ConfigError("search_space must be a mapping, a path to one or a shipped space's name",
+                          "e.g. search_space: autopeft (or lora, mixed)", locate(()))
+    unknown = [key for key in spec if key not in SPACE_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown, key=str)} in search_space",
+                          f"allowed: {', '.join(SPACE_KEYS)}", locate((unknown[0],)))
+    adapters = spec.get("adapters")
+    if not isinstance(adapters, dict) or not adapters:
+        raise ConfigError("search_space.adapters must name at least one adapter kind",
+                          "e.g. adapters: {lora: {rank: [0, 4, 8]}}", locate(("adapters",)))
+    hyper = spec.get("hyperparameters")
+    if hyper and not isinstance(hyper, dict):
+        raise ConfigError("search_space.hyperparameters must be a mapping",
+                          "e.g. learning_rate: {low: 1.0e-4, high: 3.0e-3, log: true}", locate(("hyperparameters",)))
+
+
+def _locator(source: str, lines: dict[tuple, int], prefix: tuple = ()) -> Callable[[tuple], str | None]:
+    """``locate(key path)`` -> ``source:line`` of the nearest key path (under ``prefix``) that has a line; just
+    ``source`` when none has, and None for a config that was not read from a file."""
+    def locate(path: tuple) -> str | None:
+        line = _nearest_line(lines, prefix + tuple(path))
+        if line:
+            return f"{source}:{line}"
+        return None if source == "<inline>" else source
+
+    return locate
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], source: str,
@@ -311,14 +571,18 @@ def _validated(model: type[BaseModel], data: dict, path: str | Path, lines: dict
     return cfg
 
 
-def load_study_config(path: str | Path) -> StudyConfig:
-    """Read and validate a study YAML file; raises ConfigError (one line) on any problem."""
+def load_study_config(path: str | Path, sub_files: bool = True) -> StudyConfig:
+    """Read and validate a study YAML file and, unless ``sub_files`` is false, the search space and objectives it
+    names; raises ConfigError (one line, naming the file and line) on any problem."""
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError("a study file must be a mapping of keys (name, model, task, ...)",
                           "see studies/quickstart.yaml", str(path))
     cfg = _validated(StudyConfig, data, path, lines)
     cfg.source = str(path)
+    cfg._lines = lines
+    if sub_files:
+        cfg.read_sub_files()
     return cfg
 
 
@@ -339,14 +603,18 @@ class RecipeConfig(_Strict):
     base_dir: Path = Field(default=Path("."), exclude=True)
     path: str = Field(default="<inline>", exclude=True)
 
-    def study_config(self) -> StudyConfig:
-        """A StudyConfig with this recipe's model, data and training settings (what the trainer reads)."""
-        cfg = StudyConfig(name=self.name, model=self.model, task=self.task, search_space={"adapters": {}},
-                          proxy=self.proxy.model_copy(update={"eval_examples": self.train.eval_examples}),
-                          train=self.train, seed=self.seed, device=self.device)
-        cfg.base_dir = self.base_dir
-        cfg.source = self.path
-        return cfg
+    def trainer_config(self) -> TrainerConfig:
+        """What the trainer reads: this recipe's model, data and proxy settings, scored on ``train.eval_examples``
+        validation rows (default: all)."""
+        return TrainerConfig(model=self.model, task=self.task,
+                             proxy=self.proxy.model_copy(update={"eval_examples": self.train.eval_examples}),
+                             seed=self.seed, device=self.device, base_dir=self.base_dir)
+
+
+def trainer_config(cfg: TrainerConfig | StudyConfig | RecipeConfig) -> TrainerConfig:
+    """``cfg`` itself when it is a TrainerConfig, else what its ``trainer_config()`` makes of it (the trainers take a
+    whole study too, as scripts that build one just to get a trainer do)."""
+    return cfg if isinstance(cfg, TrainerConfig) else cfg.trainer_config()
 
 
 def load_recipe(path: str | Path) -> RecipeConfig:

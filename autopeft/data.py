@@ -1,6 +1,6 @@
 """Read the train/validation(/test) data of a study, build label ids, tokenise and batch them.
 
-The ``task.data`` block of a study YAML is validated by :class:`DataConfig`.
+The ``task.data`` block of a study YAML is validated by :class:`~autopeft.config.DataConfig`.
 tsv/csv/jsonl files are read by hand rather than with pandas so that every problem
 (missing column, short row, bad bytes, unknown label) becomes a one-line
 :class:`~autopeft.errors.DataError` that names the file and line. ``dataset:`` reads a Hugging Face
@@ -19,174 +19,17 @@ import io
 import json
 import logging
 import math
-import random
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import Any, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
+from .batches import EncodedSplit, iter_batches, stratified_sample  # noqa: F401  (iter_batches: here as before)
+from .config import DataConfig, Format
 from .errors import DataError
-
-if TYPE_CHECKING:  # torch is imported where it is used: reading a study file must not wait for it
-    import torch
 
 logger = logging.getLogger(__name__)
 
-Format = Literal["tsv", "csv", "jsonl"]
-
-_EXTENSIONS: dict[str, Format] = {
-    ".tsv": "tsv",
-    ".txt": "tsv",
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".json": "jsonl",
-}
-_DEFAULT_DELIMITER: dict[str, str] = {"tsv": "\t", "csv": ","}
 _BOM = b"\xef\xbb\xbf"
-
-
-class DataConfig(BaseModel):
-    """The ``task.data`` block of a study YAML: where the data is and which columns to use."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str | None = Field(None, description="a Hugging Face datasets source: a save_to_disk folder, a local "
-                                "parquet/csv/json/arrow file or folder of them, or a hub name (e.g. glue); then "
-                                "train/validation/test name its splits")
-    dataset_config: str | None = Field(None, description="the hub data set's configuration (e.g. sst2 for glue)")
-    train: str | None = Field(None, description="train file (tsv/csv/jsonl), or the split's name with dataset "
-                                                "(default: train)")
-    validation: str | float | None = Field(None, description="validation file or split name, or a share of the "
-                                           "train rows split off it (20% or 0.2); with dataset default: validation")
-    test: str | float | None = Field(None, description="optional test file, split name or share of the train rows: "
-                                     "scored only by refine and export --train, never by the search")
-    split_seed: int = Field(0, description="seed of the validation/test rows drawn from the train rows")
-    format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
-    delimiter: str | None = None
-    header: bool = True
-    encoding: str = "utf-8"
-    max_columns: int | None = None
-    text: str | int
-    text_pair: str | int | None = None
-    label: str | int
-    label_map: dict[str, int | float] | None = None
-    quoting: bool | None = None
-    limit_train: int | None = None
-
-    @field_validator("label_map", mode="before")
-    @classmethod
-    def _label_map_keys_as_str(cls, value: Any) -> Any:
-        # YAML turns `0: negative`-style keys into ints; raw labels are always strings.
-        if isinstance(value, dict):
-            return {str(k): v for k, v in value.items()}
-        return value
-
-    @field_validator("delimiter")
-    @classmethod
-    def _check_delimiter(cls, value: str | None) -> str | None:
-        if value is not None and len(value) != 1:
-            raise ValueError(f"delimiter must be one character, got {value!r}")
-        return value
-
-    @field_validator("max_columns")
-    @classmethod
-    def _check_max_columns(cls, value: int | None) -> int | None:
-        if value is not None and value < 1:
-            raise ValueError("max_columns must be at least 1")
-        return value
-
-    @field_validator("limit_train")
-    @classmethod
-    def _check_limit(cls, value: int | None) -> int | None:
-        if value is not None and value < 1:
-            raise ValueError("limit_train must be at least 1")
-        return value
-
-    @field_validator("encoding")
-    @classmethod
-    def _check_encoding(cls, value: str) -> str:
-        import codecs
-
-        try:
-            codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown encoding {value!r} (try utf-8, utf-8-sig or latin-1)") from None
-        return value
-
-    @field_validator("validation", "test")
-    @classmethod
-    def _check_share(cls, value: str | float | None) -> str | float | None:
-        if _is_share(value):
-            share_of(value)  # raises ValueError for 0%, 150%, -0.2, ...
-        return value
-
-    @model_validator(mode="after")
-    def _check_columns(self) -> "DataConfig":
-        if self.text_pair is not None and self.text_pair == self.text:
-            raise ValueError("text_pair must name a different column than text")
-        if self.dataset is None:
-            if self.train is None:
-                raise ValueError("give the train file (task.data.train), or a Hugging Face source in task.data.dataset")
-            if self.validation is None:
-                raise ValueError("give the validation file (task.data.validation), or split it off the train rows "
-                                 "with validation: 20%")
-        else:
-            self.train = self.train or "train"
-            self.validation = self.validation if self.validation is not None else "validation"
-        return self
-
-    def share(self, split: str) -> float | None:
-        """The share of the train rows ``split`` (validation or test) takes, or None when it is its own file/split."""
-        value = getattr(self, split)
-        return share_of(value) if _is_share(value) else None
-
-    def describe(self) -> str:
-        """Where the data comes from, in a few words (for the first line of a run)."""
-        shown = {s: (f"{100 * self.share(s):g}% of train" if self.share(s) else getattr(self, s))
-                 for s in ("train", "validation", "test") if getattr(self, s) is not None}
-        splits = ", ".join(f"{k} {v}" for k, v in shown.items())
-        return f"{self.dataset}: {splits}" if self.dataset else splits
-
-    def resolved_format(self, path: str | Path) -> Format:
-        """The file format: ``format`` unless it is ``auto``, else guessed from the extension."""
-        if self.format != "auto":
-            return self.format
-        suffix = Path(path).suffix.lower()
-        if suffix not in _EXTENSIONS:
-            raise DataError(
-                f"cannot tell the format of {str(path)!r} from its extension {suffix or '(none)'!r}",
-                "set `format: tsv`, `csv` or `jsonl` in task.data",
-            )
-        return _EXTENSIONS[suffix]
-
-    def resolved_delimiter(self, fmt: Format) -> str:
-        """``delimiter`` if set, else tab for tsv and comma for csv."""
-        return self.delimiter if self.delimiter is not None else _DEFAULT_DELIMITER.get(fmt, "\t")
-
-    def resolved_quoting(self, fmt: Format) -> bool:
-        """``quoting`` if set; else on for csv and off for tsv (GLUE text has bare quotes)."""
-        if self.quoting is not None:
-            return self.quoting
-        return fmt == "csv"
-
-
-def _is_share(value: str | float | None) -> bool:
-    """A number (``0.2``) or a percentage (``20%``): a share of the train rows, not a file or split name."""
-    return isinstance(value, (int, float)) or isinstance(value, str) and value.strip().endswith("%")
-
-
-def share_of(value: str | float) -> float:
-    """``20%`` / ``0.2`` -> 0.2; ValueError unless strictly between 0 and 1."""
-    text = str(value).strip()
-    try:
-        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise ValueError(f"{value!r} is neither a file nor a share; write e.g. 20% or 0.2") from None
-    if not 0 < share < 1:
-        raise ValueError(f"a share of the train rows must be between 0 and 100% (got {value!r})")
-    return share
 
 
 @dataclass
@@ -294,10 +137,6 @@ def _delimited_rows(
             # Quoted fields lose their quotes here; acceptable for the trailing text column.
             fields = fields[: max_columns - 1] + [delimiter.join(fields[max_columns - 1 :])]
         yield number, fields
-
-
-def _describe(column: str | int) -> str:
-    return f"column {column!r}" if isinstance(column, str) else f"column index {column}"
 
 
 def _column_index(
@@ -637,8 +476,6 @@ def _from_hub(name: str, config: str | None) -> Any:
 
 def _datasets_cache() -> Path:
     """Where ``load_dataset`` converts local files to Arrow: beside the token cache ($AUTOPEFT_CACHE_DIR)."""
-    from .proxy import token_cache_dir
-
     return token_cache_dir() / "datasets"
 
 
@@ -789,80 +626,9 @@ def build_task_data(
 # --------------------------------------------------------------------------- tokenising
 
 
-@dataclass
-class EncodedSplit:
-    """Token ids of one split (unpadded) plus its labels."""
-
-    input_ids: list[list[int]]
-    token_type_ids: list[list[int]] | None
-    labels: torch.Tensor
-    lengths: list[int]
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def regression(self) -> bool:
-        return bool(self.labels.is_floating_point())
-
-    def select(self, indices: list[int]) -> "EncodedSplit":
-        """The rows at ``indices``, in that order."""
-        import torch
-
-        return EncodedSplit(
-            input_ids=[self.input_ids[i] for i in indices],
-            token_type_ids=None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices],
-            labels=self.labels[torch.as_tensor(indices, dtype=torch.long)],
-            lengths=[self.lengths[i] for i in indices],
-        )
-
-    def subset(self, n: int, seed: int) -> "EncodedSplit":
-        """A seeded random subset of ``n`` rows (file order kept).
-
-        Classification subsets are stratified by label, with at least one row of every
-        class when ``n`` allows, so that a tiny search budget still sees all classes.
-        ``n >= len(self)`` returns ``self``.
-        """
-        if n >= len(self):
-            return self
-        labels = None if self.regression else [int(y) for y in self.labels.tolist()]
-        return self.select(stratified_sample(labels, len(self), n, seed))
-
-
-def stratified_sample(labels: list | None, total: int, n: int, seed: int) -> list[int]:
-    """Sorted indices of a seeded random sample of ``n`` of ``total`` rows.
-
-    With ``labels`` (one per row) the sample is stratified: every label keeps its share (largest remainder),
-    with at least one row of every label when ``n`` allows. ``labels=None`` samples plainly (regression).
-    """
-    if n < 1:
-        raise ValueError(f"subset size must be at least 1, got {n}")
-    rng = random.Random(seed)
-    if labels is None:
-        return sorted(rng.sample(range(total), n))
-    groups: dict[Any, list[int]] = defaultdict(list)
-    for i, y in enumerate(labels):
-        groups[y].append(i)
-    classes = sorted(groups)
-    for c in classes:
-        rng.shuffle(groups[c])
-    if n < len(classes):
-        chosen = sorted(rng.sample(classes, n))
-        return sorted(groups[c][0] for c in chosen)
-    # Largest-remainder allocation with a floor of one row per class.
-    exact = {c: n * len(groups[c]) / total for c in classes}
-    quota = {c: max(1, int(exact[c])) for c in classes}
-    while sum(quota.values()) > n:
-        c = max((c for c in classes if quota[c] > 1), key=lambda c: quota[c] - exact[c])
-        quota[c] -= 1
-    order = sorted(classes, key=lambda c: (-(exact[c] - int(exact[c])), c))
-    while sum(quota.values()) < n:
-        for c in order:
-            if sum(quota.values()) >= n:
-                break
-            if quota[c] < len(groups[c]):
-                quota[c] += 1
-    return sorted(i for c in classes for i in groups[c][: quota[c]])
+def token_cache_dir() -> Path:
+    """Where tokenised splits are cached: $AUTOPEFT_CACHE_DIR, else ~/.cache/autopeft."""
+    return Path(os.environ.get("AUTOPEFT_CACHE_DIR") or Path.home() / ".cache" / "autopeft")
 
 
 def encode(
@@ -938,65 +704,3 @@ def encode_cached(
     except OSError as exc:
         logger.warning("could not write the token cache %s (%s)", path, exc)
     return split
-
-
-def iter_batches(
-    split: EncodedSplit,
-    batch_size: int,
-    pad_id: int,
-    shuffle: bool,
-    seed: int,
-    bucket: bool = True,
-    with_index: bool = False,
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Dynamically padded batches, bucketed by length so little compute goes to padding.
-
-    With ``shuffle`` the rows are shuffled (seeded), sorted by length within chunks of
-    ``50 * batch_size``, cut into batches, and the batch order shuffled again, so batches
-    hold similar lengths yet come in random order. Without ``shuffle`` and with ``bucket``
-    rows are sorted by length within chunks of file order; ``bucket=False`` and
-    ``shuffle=False`` keep file order. Every row appears exactly once; the last batch may
-    be smaller. ``with_index`` adds an ``index`` tensor of the rows' positions in ``split``
-    so that predictions can be mapped back.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    rng = random.Random(seed)
-    order = list(range(len(split)))
-    if shuffle:
-        rng.shuffle(order)
-    if bucket:
-        chunk = 50 * batch_size
-        order = [
-            i
-            for start in range(0, len(order), chunk)
-            for i in sorted(order[start : start + chunk], key=lambda i: split.lengths[i])
-        ]
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    if shuffle and bucket:
-        rng.shuffle(batches)
-    for rows in batches:
-        yield _collate(split, rows, pad_id, with_index)
-
-
-def _collate(split: EncodedSplit, rows: list[int], pad_id: int, with_index: bool) -> dict[str, torch.Tensor]:
-    import torch
-
-    width = max(split.lengths[i] for i in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    types = torch.zeros((len(rows), width), dtype=torch.long) if split.token_type_ids is not None else None
-    for r, i in enumerate(rows):
-        n = split.lengths[i]
-        input_ids[r, :n] = torch.tensor(split.input_ids[i], dtype=torch.long)
-        attention[r, :n] = 1
-        if types is not None:
-            types[r, :n] = torch.tensor(split.token_type_ids[i], dtype=torch.long)  # type: ignore[index]
-    index = torch.tensor(rows, dtype=torch.long)
-    batch = {"input_ids": input_ids, "attention_mask": attention}
-    if types is not None:
-        batch["token_type_ids"] = types
-    batch["labels"] = split.labels[index]
-    if with_index:
-        batch["index"] = index
-    return batch

@@ -156,7 +156,7 @@ def train_recipe(recipe_cfg: RecipeConfig | str | Path, directory: str | Path,
     config = PEFTConfig.from_dict(recipe_cfg.adapters)
     # the task head is initialised at random when the model has none: seed it so a re-run trains the same model
     torch.manual_seed(recipe_cfg.seed)
-    trainer = ProxyTrainer(recipe_cfg.study_config())
+    trainer = ProxyTrainer(recipe_cfg.trainer_config())
     config = normalise_config(config, trainer.info)
     hparams = dict(recipe_cfg.hyperparameters)
     hparams.update(measure_memory=False)

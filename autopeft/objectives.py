@@ -1,14 +1,12 @@
-"""Objectives a study can optimise, behind one registry, and objective sets loaded from YAML."""
+"""Objectives a study can optimise, behind one registry, and the check of an objective set read from YAML."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
 from .errors import ConfigError
-from .yamlio import load_yaml
 
 Direction = Literal["maximize", "minimize"]
 
@@ -99,19 +97,21 @@ def directions_of(names: Sequence[str], study: Sequence[Objective] = ()) -> list
     return [own.get(n) or (OBJECTIVES[n].direction if n in OBJECTIVES else "minimize") for n in names]
 
 
-def load_objectives(spec: str | list | dict, resolve=lambda p: Path(p)) -> list[Objective]:
-    """An objective set: a path to YAML, a list of names / {name, direction}, or {objectives: [...]}."""
-    where = "objectives"
-    if isinstance(spec, str):
-        path = resolve(spec)
-        spec, _ = load_yaml(path, "objectives file")
-        where = str(path)
-    if isinstance(spec, dict):
-        spec = spec.get("objectives", spec)
+def objective_set(spec: Any, where: str = "objectives",
+                  locate: Callable[[tuple], str | None] = lambda path: None) -> list[Objective]:
+    """An objective set as read from YAML: a list of names / {name, direction}, or {objectives: [...]}.
+
+    ``where`` names the set in messages (``objectives``, or the file it came from); ``locate(key path)`` gives the
+    ``file:line`` of a key path inside ``spec``, for errors that point at the line (see config.StudyConfig).
+    """
+    at: tuple = ()
+    if isinstance(spec, dict) and "objectives" in spec:
+        spec, at = spec["objectives"], ("objectives",)
     if not isinstance(spec, list):
-        raise ConfigError(f"{where} must be a list of objectives", "e.g. objectives: [score, params, memory]")
+        raise ConfigError(f"{where} must be a list of objectives", "e.g. objectives: [score, params, memory]",
+                          locate(at))
     result: list[Objective] = []
-    for item in spec:
+    for i, item in enumerate(spec):
         name, direction = (item, None) if isinstance(item, str) else (
             (item.get("name"), item.get("direction")) if isinstance(item, dict) else (None, None))
         if name not in OBJECTIVES:
@@ -119,16 +119,20 @@ def load_objectives(spec: str | list | dict, resolve=lambda p: Path(p)) -> list[
 
             close = difflib.get_close_matches(str(name), OBJECTIVES, n=1)
             fix = f"did you mean '{close[0]}'?" if close else f"known objectives: {', '.join(OBJECTIVES)}"
-            raise ConfigError(f"unknown objective '{name}' in {where}", fix)
+            raise ConfigError(f"unknown objective '{name}' in {where}", fix, locate(at + (i, "name")))
         obj = OBJECTIVES[name]
         if direction not in (None, obj.direction):
-            raise ConfigError(f"objective '{name}' can only be {obj.direction}d", f"write direction: {obj.direction}")
+            raise ConfigError(f"objective '{name}' can only be {obj.direction}d", f"write direction: {obj.direction}",
+                              locate(at + (i, "direction")))
         result.append(obj)
     names = [o.name for o in result]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{where} lists an objective twice", "list each objective once")
+    again = next((i for i, n in enumerate(names) if n in names[:i]), None)
+    if again is not None:
+        raise ConfigError(f"{where} lists an objective twice", "list each objective once", locate(at + (again,)))
     if not 2 <= len(result) <= 3:
-        raise ConfigError(f"{where} has {len(result)} objectives", "choose 2 or 3 (e.g. score, params, memory)")
+        raise ConfigError(f"{where} has {len(result)} objectives", "choose 2 or 3 (e.g. score, params, memory)",
+                          locate(at))
     if "score" not in names:
-        raise ConfigError(f"{where} does not include 'score'", "add score: without it no training is compared")
+        raise ConfigError(f"{where} does not include 'score'", "add score: without it no training is compared",
+                          locate(at))
     return result

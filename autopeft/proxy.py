@@ -5,11 +5,9 @@ import copy
 import functools
 import logging
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -18,8 +16,9 @@ from torch import nn
 
 from .activation_cache import ActivationCache, cached_batches, start_at_layer
 from .adapters import PEFTConfig, apply_adapters_by_kind, get_adapter_kind
-from .config import ProxyConfig, StudyConfig
-from .data import EncodedSplit, TaskData, build_task_data, encode_cached, iter_batches
+from .config import ProxyConfig, StudyConfig, TrainerConfig, trainer_config
+from .batches import EncodedSplit, iter_batches
+from .data import TaskData, build_task_data, encode_cached, token_cache_dir
 from .errors import OverBudget, TrialFailed
 from .memory import StepMemory, estimate_step_memory, measure_step_memory
 from .metrics import chance_level, get_metric
@@ -72,11 +71,6 @@ class ProxyResult:
         return asdict(self)
 
 
-def token_cache_dir() -> Path:
-    """Where tokenised splits are cached: $AUTOPEFT_CACHE_DIR, else ~/.cache/autopeft."""
-    return Path(os.environ.get("AUTOPEFT_CACHE_DIR") or Path.home() / ".cache" / "autopeft")
-
-
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None: plain fp32).
 
@@ -106,8 +100,8 @@ def resolve_device(name: str) -> torch.device:
 class ProxyTrainer:
     """Holds the base model, tokenizer and encoded data once; ``run`` trains one candidate on a copy."""
 
-    def __init__(self, cfg: StudyConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainerConfig | StudyConfig):
+        self.cfg = cfg = trainer_config(cfg)
         self.device = resolve_device(cfg.device)
         if cfg.proxy.threads:
             torch.set_num_threads(cfg.proxy.threads)
@@ -440,12 +434,3 @@ class ProxyTrainer:
             logits.append(model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float().cpu())
             labels.append(batch["labels"].cpu())
         return torch.cat(logits), torch.cat(labels)
-
-
-def make_trainer(cfg: StudyConfig) -> ProxyTrainer:
-    """The proxy trainer of the study's task (causal_lm has its own, in autopeft/causal_lm.py)."""
-    if cfg.task.type == "causal_lm":
-        from .causal_lm import CausalLMTrainer
-
-        return CausalLMTrainer(cfg)
-    return ProxyTrainer(cfg)

@@ -19,7 +19,7 @@ from .candidate import Budget, Candidate
 from .config import StudyConfig, load_study_config
 from .errors import ConfigError, StorageError
 from .loop import TrialRunner
-from .objectives import Objective, directions_of, load_objectives
+from .objectives import Objective, directions_of
 from .optimizers import SamplerContext, check_reference_point, derive_reference_point, make_sampler
 from .pareto import pick
 from .records import StatusReport, TrialRecord, ValidationReport, front_of, trial_records
@@ -27,7 +27,6 @@ from .space import SearchSpace
 from .storage import default_storage, lost_storage_error, mask_url, open_storage, storage_exists
 from .workers import StaleTrials, counted_trials, progress, replaced_numbers, run_local_workers, trial_kind
 from .warmstart import enqueue_front, load_source
-from .yamlio import load_yaml
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,12 +47,11 @@ class Study:
         self.cfg = cfg
         self.joined = joined
         self.storage_url = storage or default_storage(cfg.storage, cfg.name)
-        self.objectives: list[Objective] = with_score_direction(
-            load_objectives(cfg.objectives, lambda p: cfg.resolve_file(p, "objectives")), cfg)
+        self.objectives: list[Objective] = with_score_direction(cfg.objective_list, cfg)
         if not cfg.proxy.measure_memory and "memory" in [o.name for o in self.objectives]:
             raise ConfigError("proxy.measure_memory is false but 'memory' is an objective",
                               "drop measure_memory: false, or use memory_estimate instead of memory")
-        self._space_spec = self._load_space_spec()
+        self._space_spec = cfg.space_spec
         self._trainer = None
         self._space: SearchSpace | None = None
         self._budget: Budget | None = None
@@ -63,23 +61,14 @@ class Study:
         return cls(load_study_config(path), storage)
 
     # ------------------------------------------------------------------ set-up
-    def _load_space_spec(self) -> dict[str, Any]:
-        spec = self.cfg.search_space
-        if isinstance(spec, str):
-            spec, _ = load_yaml(self.cfg.resolve_file(spec, "search_spaces"), "search space file")
-        if not isinstance(spec, dict):
-            raise ConfigError("search_space must be a mapping, a path to one or a shipped space's name",
-                              "e.g. search_space: autopeft (or lora, mixed)")
-        return spec
-
     @property
     def trainer(self):
         """Model, tokenizer and encoded data, loaded once (this validates model and data)."""
         if self._trainer is None:
             from .logs import adopt_library_loggers, live_progress
-            from .proxy import make_trainer
+            from .trainers import make_trainer
 
-            self._trainer = t = make_trainer(self.cfg)
+            self._trainer = t = make_trainer(self.cfg.trainer_config())
             adopt_library_loggers()  # transformers & co. are imported by now: their notices go to the -v log
             t.on_step = live_progress()  # on a terminal: step, loss and seconds left inside each run
             kind = "prompt/response pairs" if self.cfg.task.type == "causal_lm" else "regression" \

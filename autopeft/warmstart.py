@@ -57,7 +57,7 @@ def load_source(spec: str) -> WarmSource:
         if not Path(spec).is_file():
             raise ConfigError(f"--warm-start '{spec}' is neither a study file nor a storage URL",
                               "give the other study's YAML file, or its storage (sqlite:///runs/NAME.db)")
-        cfg = load_study_config(spec)
+        cfg = load_study_config(spec, sub_files=False)  # only its name and storage are needed
         url, name = default_storage(cfg.storage, cfg.name), cfg.name
     if not storage_exists(url):
         raise StorageError(f"no storage at '{mask_url(url)}' to warm-start from", "run the other study first")

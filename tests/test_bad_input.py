@@ -71,6 +71,10 @@ CASES = [
     Case("unknown target module", (SPACE[0], "search_space: {adapters: {lora: {rank: [4], targets: [[query, vaule]]}}}"),
          "vaule"),
     Case("missing space file", (SPACE[0], "search_space: nospace.yaml"), "nospace.yaml"),
+    # a search space or objectives file: the error names that file and the line, before anything loads
+    Case("unknown key in a search space file", (SPACE[0], "search_space: myspace.yaml"),
+         "myspace.yaml:4: unknown key(s) ['layer']",
+         setup=lambda d: (d / "myspace.yaml").write_text("adapters:\n  lora: {rank: [0, 4]}\n\nlayer: all\n")),
     # ---- objectives
     Case("unknown objective", ("objectives: [score, params, memory]", "objectives: [score, parms]"),
          "did you mean 'params'"),
@@ -80,6 +84,12 @@ CASES = [
     Case("no score", ("objectives: [score, params, memory]", "objectives: [params, memory]"), "score"),
     Case("wrong direction", ("objectives: [score, params, memory]", "objectives: [score, {name: params, direction: "
                                                                     "maximize}]"), "minimize"),
+    Case("unknown objective in an objectives file", ("objectives: [score, params, memory]", "objectives: my.yaml"),
+         "my.yaml:4: unknown objective 'parms'",
+         setup=lambda d: (d / "my.yaml").write_text("# mine\nobjectives:\n  - score\n  - parms\n")),
+    Case("wrong direction in an objectives file", ("objectives: [score, params, memory]", "objectives: my.yaml"),
+         "my.yaml:3: objective 'params' can only be minimized",
+         setup=lambda d: (d / "my.yaml").write_text("- score\n- name: params\n  direction: maximize\n")),
     Case("other objectives than the stored study", ("objectives: [score, params, memory]", "objectives: [score, params]"),
          "optimises"),
     # ---- data

@@ -91,6 +91,20 @@ def _base_model(path):
     return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
 
 
+def test_a_study_and_a_recipe_give_the_trainer_a_trainer_config(write_study):
+    """The trainer reads model, task, proxy, seed and device (and base_dir): a study's TrainerConfig holds the study's
+    own proxy block; a recipe's scores train.eval_examples validation rows, as the recipe's training did."""
+    from autopeft.config import RecipeConfig, TrainerConfig, load_study_config
+
+    cfg = load_study_config(write_study(train="{eval_examples: 7}", seed="5"))
+    trainer_cfg = cfg.trainer_config()
+    assert isinstance(trainer_cfg, TrainerConfig) and set(trainer_cfg.model_dump()) == {"model", "task", "proxy",
+                                                                                         "seed", "device"}
+    assert trainer_cfg.proxy is cfg.proxy and trainer_cfg.base_dir == cfg.base_dir and trainer_cfg.seed == 5
+    recipe = RecipeConfig(name="r", model=cfg.model, task=cfg.task, adapters={}, proxy=cfg.proxy, train=cfg.train)
+    assert recipe.trainer_config().proxy.eval_examples == 7 and cfg.proxy.eval_examples is None
+
+
 def test_trained_lora_export_round_trips(write_study, tmp_path, tiny_model_dir):
     from peft import PeftModel
 

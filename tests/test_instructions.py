@@ -194,7 +194,7 @@ def test_causal_lm_study_minimises_perplexity(tmp_path, tiny_lm_dir, capsys):
 def test_causal_lm_exact_match_needs_a_pattern_and_scores_generations(tmp_path, tiny_lm_dir):
     from autopeft.config import load_study_config
     from autopeft.errors import ConfigError
-    from autopeft.proxy import make_trainer
+    from autopeft.trainers import make_trainer
 
     with pytest.raises(ConfigError, match="exact_match needs answer_pattern"):
         load_study_config(_lm_study(tmp_path, tiny_lm_dir, "exact_match"))
@@ -212,7 +212,7 @@ def test_causal_lm_exact_match_needs_a_pattern_and_scores_generations(tmp_path, 
 def test_causal_lm_config_without_adapters_is_the_untrained_model(tmp_path, tiny_lm_dir):
     from autopeft.adapters import PEFTConfig
     from autopeft.config import load_study_config
-    from autopeft.proxy import make_trainer
+    from autopeft.trainers import make_trainer
 
     trainer = make_trainer(load_study_config(_lm_study(tmp_path, tiny_lm_dir, "loss")))
     result = trainer.run(PEFTConfig.from_dict({}))

@@ -40,6 +40,57 @@ def test_duplicate_key_in_a_search_space_file(tmp_path: Path):
         load_yaml(tmp_path / "space.yaml", "search space file")
 
 
+_STUDY = ("name: s\nmodel: m\n"
+          "task: {type: classification, data: {train: t.tsv, validation: t.tsv, text: s, label: l}}\n")
+
+
+def _config_error(tmp_path: Path, study: str, **files: str) -> str:
+    from autopeft.config import load_study_config
+
+    for name, text in {"s.yaml": _STUDY + study, **files}.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_study_config(tmp_path / "s.yaml")
+    message = str(err.value)
+    assert "\n" not in message and " — " in message
+    return message.replace(f"{tmp_path}/", "")
+
+
+def test_sub_file_errors_name_the_sub_file_and_line(tmp_path: Path):
+    """The search space and objectives are read with the study file: a problem inside one names that file and
+    line; one in an inline block the study file's line; a file that is not there the line that names it."""
+    assert _config_error(tmp_path, "search_space: sp.yaml\n", **{"sp.yaml": "# mine\nlayers: all\nadapters: {}\n"}) \
+        .startswith("sp.yaml:3: search_space.adapters must name at least one adapter kind")
+    assert _config_error(tmp_path, "search_space: sp.yaml\n", **{"sp.yaml": "- lora\n"}) \
+        .startswith("sp.yaml:1: search_space must be a mapping")
+    assert _config_error(tmp_path, "search_space:\n  adapters: {lora: {rank: [4]}}\n  layerz: all\n") \
+        .startswith("s.yaml:6: unknown key(s) ['layerz'] in search_space")
+    assert _config_error(tmp_path, "search_space: lora\nobjectives: o.yaml\n", **{"o.yaml": "[score, params, params]"}) \
+        .startswith("o.yaml:1: o.yaml lists an objective twice")
+    assert _config_error(tmp_path, "search_space: lora\nobjectives: o.yaml\n", **{"o.yaml": "objectives:\n- params\n"}) \
+        .startswith("o.yaml:1: o.yaml has 1 objectives")
+    assert _config_error(tmp_path, "search_space: lora\nobjectives:\n  - score\n  - parms\n") \
+        .startswith("s.yaml:7: unknown objective 'parms' in objectives")
+    assert _config_error(tmp_path, "search_space: lora\nobjectives: nothere.yaml\n") \
+        .startswith("s.yaml:5: objectives file 'nothere.yaml' does not exist")
+    assert _config_error(tmp_path, "search_space: lorra\n").startswith("s.yaml:4: no shipped search space named 'lorra'")
+
+
+def test_the_config_carries_the_read_space_and_objectives(tmp_path: Path):
+    from autopeft.config import load_study_config
+
+    (tmp_path / "sp.yaml").write_text("adapters:\n  lora: {rank: [0, 4]}\n")
+    (tmp_path / "s.yaml").write_text(_STUDY + "search_space: sp.yaml\nobjectives: score_params_memory\n")
+    cfg = load_study_config(tmp_path / "s.yaml")
+    assert cfg.space_spec == {"adapters": {"lora": {"rank": [0, 4]}}}  # the raw mapping, as the study stores it
+    assert [o.name for o in cfg.objective_list] == ["score", "params", "memory"]
+    (tmp_path / "sp.yaml").unlink()
+    assert cfg.space_spec["adapters"]  # read once, with the study file
+    inline = cfg.model_copy(update={"search_space": {"adapters": {"serial": {"size": [4]}}}, "objectives": ["score",
+                                                                                                          "params"]})
+    assert list(inline.space_spec["adapters"]) == ["serial"] and len(inline.objective_list) == 2
+
+
 def test_mixed_label_column_warns_once_naming_the_odd_labels(tmp_path: Path, caplog):
     rows = [("a", "0"), ("b", "1"), ("c", "positive"), ("d", "0"), ("e", "1"), ("f", "1")]
     (tmp_path / "t.tsv").write_text("s\tl\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
