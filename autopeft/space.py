@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from optuna.distributions import (
     BaseDistribution,
@@ -159,7 +159,11 @@ class SearchSpace:
         return [i for i in range(self.num_layers) if int(values[f"layer.{i}"])]
 
     def is_active(self, param: Param, values: dict[str, Any]) -> bool:
-        return not param.requires_any or any(values.get(n, 0) for n in param.requires_any)
+        return param.name in self.active(values)
+
+    def active(self, values: Mapping[str, Any]) -> set[str]:
+        """Names of the parameters that matter for ``values`` (see :func:`active_names`)."""
+        return active_names(self, values)
 
     def decode(self, values: dict[str, Any]) -> tuple[PEFTConfig, dict[str, Any]]:
         """Flat parameter values -> (PEFT configuration, training hyperparameters)."""
@@ -183,9 +187,13 @@ class SearchSpace:
         hparams.update({n: values[f"hp.{n}"] for n in self.hyper})
         return PEFTConfig(modules), hparams
 
-    def canonical(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Values with inactive parameters dropped (equal configurations compare equal)."""
-        return {p.name: values[p.name] for p in self.params if p.name in values and self.is_active(p, values)}
+    def canonical(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Values with inactive parameters dropped (see :func:`canonical_values`)."""
+        return canonical_values(self, values)
+
+    def identity(self, values: Mapping[str, Any]) -> tuple:
+        """Hashable identity of the configuration ``values`` stand for (see :func:`identity_of`)."""
+        return identity_of(self, values)
 
     # ---------------------------------------------------------------- size and bounds
     def num_configurations(self) -> int:
@@ -272,6 +280,69 @@ class SearchSpace:
                 choices.append([d.low])
         for combo in itertools.product(*choices):
             yield dict(zip(names, combo))
+
+
+# ---------------------------------------------------------------------------------------------- configuration identity
+# Whether two flat points are the same configuration is decided here and only here: the duplicate check of
+# workers and the optimizers' notion of a known point (SpaceEncoder.key) both use identity_of. The functions take
+# any space with ``params`` (benchmark spaces are bare lists of Param); a SearchSpace adds its decoded adapters.
+
+#: hyperparameters that only act on adapter weights: irrelevant for the configuration without adapters
+ADAPTER_ONLY = ("hp.learning_rate",)
+#: floats that agree to this many decimals of their (log-)range are one configuration
+IDENTITY_DECIMALS = 4
+
+
+def unit_value(dist: BaseDistribution, value: Any) -> float:
+    """Where ``value`` of an integer or float distribution lies in its range, as a number in [0, 1] (log scale
+    for log distributions; values outside the range are clipped)."""
+    lo, hi, x = float(dist.low), float(dist.high), float(value)
+    if dist.log:
+        lo, hi, x = math.log(lo), math.log(hi), math.log(max(x, dist.low))
+    if hi <= lo:
+        return 0.0
+    return min(1.0, max(0.0, (x - lo) / (hi - lo)))
+
+
+def active_names(space: Any, values: Mapping[str, Any]) -> set[str]:
+    """Names of the parameters of ``space`` that matter for the complete flat point ``values``.
+
+    For a :class:`SearchSpace` this follows the decoded configuration: a kind's sizes and options matter only if
+    the kind is on somewhere (a shared size with every layer bit off is as off as size 0), layer bits only if some
+    shared kind is on, and the adapters' learning rate only if there are adapters (the head has its own). For a
+    space of bare parameters: a parameter matters unless none of its ``requires_any`` is non-zero.
+    """
+    kinds = set(space.decode(values)[0].modules) if hasattr(space, "decode") and hasattr(space, "kinds") else None
+    shared = {k.kind for k in getattr(space, "kinds", ()) if not k.per_layer}
+    out = set()
+    for p in space.params:
+        if kinds is not None and p.role in ("size", "option"):
+            if p.name.split(".", 1)[0] in kinds:
+                out.add(p.name)
+        elif kinds is not None and p.role == "layer":
+            if kinds & shared:
+                out.add(p.name)
+        elif kinds is not None and p.name in ADAPTER_ONLY and not kinds:
+            continue
+        elif not p.requires_any or any(values.get(n, 0) for n in p.requires_any):
+            out.add(p.name)
+    return out
+
+
+def canonical_values(space: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with the parameters that do not matter dropped (:func:`active_names`), in the space's order."""
+    active = active_names(space, values)
+    return {p.name: values[p.name] for p in space.params if p.name in active}
+
+
+def identity_of(space: Any, values: Mapping[str, Any]) -> tuple:
+    """Hashable identity of the configuration ``values`` stand for: equal for two points that train the same
+    model. Built on :func:`canonical_values` (parameters that do not matter dropped), with each float replaced by
+    its place in its range rounded to ``IDENTITY_DECIMALS`` decimals, so float noise does not make a new one."""
+    dists = {p.name: p.distribution for p in space.params}
+    return tuple((name, round(unit_value(dists[name], v), IDENTITY_DECIMALS)
+                  if isinstance(dists[name], FloatDistribution) else v)
+                 for name, v in canonical_values(space, values).items())
 
 
 def _kind_space(kind: str, body: Any, where: str) -> KindSpace:

@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -29,8 +29,11 @@ from optuna.trial import FrozenTrial, TrialState
 from . import errors
 from .logs import setup_logging
 from . import optuna_private as private
+from .space import identity_of
 from .storage import lost_storage_error, storage_lost
 
+if TYPE_CHECKING:
+    from .optimizers.encoding import SpaceLike
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +90,22 @@ def is_surplus(study: optuna.Study, number: int, target: int) -> bool:
     return sum(1 for t in counted_trials(study.get_trials(deepcopy=False)) if t.number < number) >= target
 
 
-def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
-    """The number of another trial, counted or waiting to run, with exactly ``trial``'s parameters."""
+def duplicate_of(study: optuna.Study, trial: optuna.Trial, space: "SpaceLike | None" = None) -> int | None:
+    """The number of another trial, counted or waiting to run, with ``trial``'s configuration.
+
+    With ``space``, the same configuration is the same :func:`autopeft.space.identity_of` (parameters that do not
+    matter and float noise ignored: what the optimizers count as a known point), over the same parameter names.
+    Without it, only exactly equal parameters are the same configuration.
+    """
     trials = study.get_trials(deepcopy=False)
-    others = counted_trials(trials) + [t for t in trials if t.state == TrialState.WAITING]
+    others = [t for t in counted_trials(trials) + [t for t in trials if t.state == TrialState.WAITING]
+              if t.number != trial.number]
     params = trial.params
-    return next((t.number for t in others if t.number != trial.number and t.params == params), None)
+    if space is None:
+        return next((t.number for t in others if t.params == params), None)
+    key = identity_of(space, params)
+    return next((t.number for t in others if t.params.keys() == params.keys() and identity_of(space, t.params) == key),
+                None)
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int | None) -> bool:

@@ -56,6 +56,40 @@ def test_inactive_parameters_are_dropped():
     assert config.to_dict() == {"prefix": {"size": 4, "layers": [0]}}
 
 
+def test_one_configuration_identity_for_duplicates_optimizers_and_canonical():
+    """Points that differ only in parameters that do not matter, or by float noise, are one configuration for the
+    workers' duplicate check, the optimizers' known points (SpaceEncoder.key) and canonical alike."""
+    import optuna
+
+    from autopeft.optimizers import SpaceEncoder
+    from autopeft.workers import duplicate_of
+
+    space = SearchSpace.from_spec(SPACES["mixed"], 2)
+    enc = SpaceEncoder(space)
+    base = {"serial.size": 8, "lora.rank.0": 0, "lora.rank.1": 0, "layer.0": 0, "layer.1": 0,
+            "hp.learning_rate": 1e-3}
+    on = dict(base, **{"layer.0": 1, "hp.learning_rate": 3e-4})
+    same = [
+        # no layer on, no LoRA rank: no adapters, whatever the shared size, layer bits and adapter rate say
+        (base, dict(base, **{"serial.size": 0, "layer.1": 1, "hp.learning_rate": 2e-4})),
+        (on, dict(on, **{"hp.learning_rate": 3e-4 * (1 + 1e-9)})),  # float noise
+    ]
+    different = [(on, dict(on, **{"hp.learning_rate": 5e-4})), (on, dict(on, **{"layer.1": 1})), (base, on)]
+    for a, b in same + different:
+        expected = (a, b) in same
+        assert (space.identity(a) == space.identity(b)) is expected
+        assert (enc.key(a) == enc.key(b)) is expected
+        if a["hp.learning_rate"] == b["hp.learning_rate"]:  # canonical drops what does not matter, rounds nothing
+            assert (space.canonical(a) == space.canonical(b)) is expected
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        study = optuna.create_study()
+        study.add_trial(optuna.trial.create_trial(params=a, distributions=space.distributions, value=0.5))
+        study.enqueue_trial(b)
+        trial = study.ask(space.distributions)
+        assert trial.params == b
+        assert duplicate_of(study, trial, space) == (0 if expected else None)
+
+
 def test_per_layer_ranks_decode_to_rank_pattern_form():
     space = SearchSpace.from_spec(SPACES["lora_per_layer"], 3)
     values = {"lora.rank.0": 0, "lora.rank.1": 2, "lora.rank.2": 4, "lora.alpha_ratio": 2,

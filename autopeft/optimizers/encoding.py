@@ -2,8 +2,10 @@
 
 A surrogate must see two configurations that train the same model as the same point, so a parameter
 that does not matter (the rank options of a LoRA that is off, the layer bits when no shared module is
-on) is encoded as a constant instead of its sampled value. The encoder also draws random points and
-mutates points, which the candidate generators of :mod:`.mobo` and the start-up design use.
+on) is encoded as a constant instead of its sampled value. Which parameters matter, and when two points
+are the same configuration, is :mod:`autopeft.space`'s to say (``active_names``, ``identity_of``). The
+encoder also draws random points and mutates points, which the candidate generators of :mod:`.mobo` and
+the start-up design use.
 
 Encoding per parameter:
 
@@ -20,6 +22,8 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from ..space import active_names, identity_of, unit_value
 
 
 class ParamLike(Protocol):
@@ -57,9 +61,6 @@ class _Dim:
     rank: tuple[int, ...] = ()  # ordinal: rank of each choice index
 
 
-#: hyperparameters that only act on adapter weights: irrelevant for the configuration without adapters
-ADAPTER_ONLY = ("hp.learning_rate",)
-
 
 class SpaceEncoder:
     """Encode, sample and mutate flat values of a space (see the module docstring)."""
@@ -96,50 +97,16 @@ class SpaceEncoder:
         self.dims = dims
         self.num_features = col
         self._by_name = {d.name: d for d in dims}
-        self._shared = {k.kind for k in getattr(space, "kinds", ()) if not k.per_layer}
 
     # ------------------------------------------------------------------ activity and identity
     def active(self, values: Mapping[str, Any]) -> set[str]:
-        """Names of the parameters that matter for ``values``.
-
-        With a :class:`~autopeft.space.SearchSpace` this follows the decoded configuration: a kind's
-        sizes and options matter only if the kind is on somewhere (a shared size with every layer bit
-        off is as off as size 0), layer bits only if some shared kind is on, and the adapters' learning
-        rate only if there are adapters (the head has its own). Otherwise ``requires_any``.
-        """
-        kinds = self._decoded_kinds(values)
-        out = set()
-        for d in self.dims:
-            if kinds is not None and d.role in ("size", "option"):
-                if d.name.split(".", 1)[0] in kinds:
-                    out.add(d.name)
-            elif kinds is not None and d.role == "layer":
-                if kinds & self._shared:
-                    out.add(d.name)
-            elif kinds is not None and d.name in ADAPTER_ONLY and not kinds:
-                continue
-            elif not d.requires_any or any(values.get(n, 0) for n in d.requires_any):
-                out.add(d.name)
-        return out
-
-    def _decoded_kinds(self, values: Mapping[str, Any]) -> set[str] | None:
-        decode = getattr(self.space, "decode", None)
-        if decode is None or not hasattr(self.space, "kinds"):
-            return None
-        return set(decode(values)[0].modules)
+        """Names of the parameters that matter for ``values``: :func:`autopeft.space.active_names`."""
+        return active_names(self.space, values)
 
     def key(self, values: Mapping[str, Any]) -> tuple:
-        """Hashable identity of the configuration: inactive parameters dropped, floats rounded."""
-        active = self.active(values)
-        out = []
-        for d in self.dims:
-            if d.name not in active:
-                continue
-            v = values[d.name]
-            if isinstance(d.dist, FloatDistribution):
-                v = round(self._unit(d, v), 4)  # 1e-4 of the range: the same configuration to a surrogate
-            out.append((d.name, v))
-        return tuple(out)
+        """Hashable identity of the configuration: :func:`autopeft.space.identity_of` (the one a study's
+        duplicate check uses)."""
+        return identity_of(self.space, values)
 
     def contains(self, values: Mapping[str, Any]) -> bool:
         """True if ``values`` sets every parameter to a value its distribution allows."""
@@ -152,11 +119,7 @@ class SpaceEncoder:
     # ------------------------------------------------------------------ encoding
     @staticmethod
     def _unit(d: _Dim, v: float) -> float:
-        dist = d.dist
-        lo, hi, x = float(dist.low), float(dist.high), float(v)
-        if dist.log:
-            lo, hi, x = math.log(lo), math.log(hi), math.log(max(x, dist.low))
-        return min(1.0, max(0.0, (x - lo) / (hi - lo)))
+        return unit_value(d.dist, v)
 
     def encode(self, values: Mapping[str, Any]) -> np.ndarray:
         """(num_features,) features in [0, 1]; inactive parameters are all-zero."""
