@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -186,6 +187,24 @@ class SearchSpace:
         hparams = dict(self.hyper_fixed)
         hparams.update({n: values[f"hp.{n}"] for n in self.hyper})
         return PEFTConfig(modules), hparams
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """A random point: each parameter uniform over its choices or range (floats log-uniform on a log scale;
+        integers uniform, log or not), drawn from ``rng`` in the order of ``params``: one ``integers`` per
+        categorical or integer, one ``uniform`` per float. Seeded studies (their random feasible points) and the
+        benchmarks' tables depend on these exact draws: keep them."""
+        values: dict[str, Any] = {}
+        for p in self.params:
+            d = p.distribution
+            if isinstance(d, CategoricalDistribution):
+                values[p.name] = d.choices[rng.integers(len(d.choices))]
+            elif isinstance(d, IntDistribution):
+                values[p.name] = int(rng.integers(d.low, d.high + 1))
+            else:
+                lo, hi = (np.log(d.low), np.log(d.high)) if d.log else (d.low, d.high)
+                x = rng.uniform(lo, hi)
+                values[p.name] = float(np.exp(x) if d.log else x)
+        return values
 
     def canonical(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Values with inactive parameters dropped (see :func:`canonical_values`)."""

@@ -27,7 +27,6 @@ import torch
 from autopeft.adapters import normalise_config
 from autopeft.config import StudyConfig
 from autopeft.proxy import ProxyTrainer, resolve_precision
-from autopeft.space import SearchSpace
 from problems import benchmark_space
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,22 +69,6 @@ COLUMNS = ["row", "task", "space", "values", "config", "hyperparameters", "param
            *[f"score_{n}" for n in FIDELITIES], "seconds", "status", "precision", "validation_rows"]
 #: validation_rows: the rows each score was measured on (500 dev rows for both SST-2 tables; the column was added
 #: after they were collected, from the collector's eval_examples=500), which sets the replay's noise margin
-
-
-def sample_values(space: SearchSpace, rng: np.random.Generator) -> dict:
-    """Uniform over each dimension (log-uniform for log floats)."""
-    values = {}
-    for p in space.params:
-        d = p.distribution
-        if hasattr(d, "choices"):
-            values[p.name] = d.choices[rng.integers(len(d.choices))]
-        elif isinstance(d.low, int) and not hasattr(d, "log") or type(d).__name__ == "IntDistribution":
-            values[p.name] = int(rng.integers(d.low, d.high + 1))
-        else:
-            lo, hi = (np.log(d.low), np.log(d.high)) if d.log else (d.low, d.high)
-            x = float(rng.uniform(lo, hi))
-            values[p.name] = float(np.exp(x)) if d.log else x
-    return values
 
 
 def written_rows(path: Path) -> set[int]:
@@ -136,7 +119,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     # draw the same sequence every time so a resumed run continues it
     draws = [(SPACES[i % len(SPACES)], None) for i in range(args.rows)]
-    draws = [(name, sample_values(spaces[name], rng)) for name, _ in draws]
+    draws = [(name, spaces[name].sample(rng)) for name, _ in draws]
     order = range(args.rows) if args.order == "up" else range(args.rows - 1, -1, -1)
     for row in order:
         if row in written_rows(args.out):  # read each time: another process may share the file

@@ -30,7 +30,6 @@ from autopeft import memory as memory_module  # noqa: E402
 from autopeft.adapters import PEFTConfig, count_adapter_params, normalise_config  # noqa: E402
 from autopeft.config import StudyConfig  # noqa: E402
 from autopeft.proxy import ProxyTrainer  # noqa: E402
-from collect_table import sample_values  # noqa: E402
 from problems import benchmark_space  # noqa: E402
 
 #: (batch_size, max_length) shapes measured; the quickstart's is (32, 64)
@@ -55,7 +54,7 @@ def _configs(trainer: ProxyTrainer, n: int, seed: int) -> list[tuple[str, dict]]
     out = [("head-only", {}), ("full-finetune", {"full_finetune": True})]
     for i in range(n):
         name = SPACES[i % len(SPACES)]
-        config, _ = spaces[name].decode(sample_values(spaces[name], rng))
+        config, _ = spaces[name].decode(spaces[name].sample(rng))
         out.append((name, config.to_dict()))
     return out
 

@@ -94,7 +94,7 @@ def run_key(run: dict) -> tuple:
 
 
 def main(argv=None) -> int:
-    from collect_table import TASKS, sample_values
+    from collect_table import TASKS
     from problems import benchmark_space
 
     from autopeft.adapters import normalise_config
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         draws = []
         for i in range(args.configs):
             space = spaces[i % 2]
-            config, hparams = space.decode(sample_values(space, rng))  # every draw, so shards see one sequence
+            config, hparams = space.decode(space.sample(rng))  # every draw, so shards see one sequence
             if args.lr == "kind":
                 hparams.pop("learning_rate", None)
             draws.append((normalise_config(config, trainer.info), hparams))

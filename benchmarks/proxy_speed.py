@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     from autopeft.proxy import ProxyTrainer, resolve_precision
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from collect_table import TASKS, sample_values
+    from collect_table import TASKS
     from problems import benchmark_space
 
     cfg = StudyConfig.model_validate(dict(
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     naive_s, ours_s, naive_score, ours_score = [], [], [], []
     print(f"{'config':<58} {'naive s':>8} {'ours s':>7} {'ratio':>6} {'naive acc':>9} {'ours acc':>8}")
     for i in range(n_configs):
-        values = sample_values(space, rng)
+        values = space.sample(rng)
         config, hparams = space.decode(values)
         config = normalise_config(config, trainer.info)
         hparams = {"learning_rate": hparams.get("learning_rate", 1e-3)}

@@ -90,6 +90,42 @@ def test_one_configuration_identity_for_duplicates_optimizers_and_canonical():
         assert duplicate_of(study, trial, space) == (0 if expected else None)
 
 
+def _draws_of_study_random_feasible(space: SearchSpace, rng) -> dict:
+    """The draws of candidate.random_feasible (was Study._random_feasible) before SearchSpace.sample (copied)."""
+    import numpy as np
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    values = {}
+    for p in space.params:
+        d = p.distribution
+        if isinstance(d, CategoricalDistribution):
+            values[p.name] = d.choices[rng.integers(len(d.choices))]
+        elif isinstance(d, IntDistribution):
+            values[p.name] = int(rng.integers(d.low, d.high + 1))
+        else:
+            lo, hi = (np.log(d.low), np.log(d.high)) if d.log else (d.low, d.high)
+            x = rng.uniform(lo, hi)
+            values[p.name] = float(np.exp(x) if d.log else x)
+    return values
+
+
+@pytest.mark.parametrize("name", ["paper", "top_k", "mixed", "lora_per_layer", "hyper"])
+def test_sample_draws_what_a_seeded_study_drew(name):
+    import numpy as np
+
+    spec = SPACES.get(name) or {"adapters": {"lora": {"rank": [0, 4]}}, "layers": "top_k", "hyperparameters": {
+        "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "weight_decay": {"low": 0.0, "high": 0.1},
+        "batch_size": {"low": 8, "high": 64, "log": True}, "epochs": [1, 2, 3]}}
+    space = SearchSpace.from_spec(spec, 4)
+    new, old = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(50):
+        values, expected = space.sample(new), _draws_of_study_random_feasible(space, old)
+        assert list(values.items()) == list(expected.items())
+        assert [type(v) for v in values.values()] == [type(v) for v in expected.values()]
+        assert set(values) == {p.name for p in space.params}
+    assert new.random() == old.random()  # the same number of draws
+
+
 def test_per_layer_ranks_decode_to_rank_pattern_form():
     space = SearchSpace.from_spec(SPACES["lora_per_layer"], 3)
     values = {"lora.rank.0": 0, "lora.rank.1": 2, "lora.rank.2": 4, "lora.alpha_ratio": 2,

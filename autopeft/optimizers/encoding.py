@@ -155,6 +155,9 @@ class SpaceEncoder:
         ``skew`` > 1 pulls ordinal choices towards their smallest value, < 1 towards the largest
         (u ** skew for u uniform), so a pool drawn with several skews covers small and large
         configurations alike instead of piling up in the middle.
+
+        Not :meth:`autopeft.space.SearchSpace.sample`: integers and floats come from one ``random()`` each
+        here, so the draws differ, and mobo's candidate pools and the derived reference points depend on them.
         """
         values: dict[str, Any] = {}
         for d in self.dims:
