@@ -1,10 +1,12 @@
 """Errors that reach the user as one line (exit code 2) instead of a traceback."""
 from __future__ import annotations
 
+import difflib
 import os
 import signal
 import sys
 import threading
+from typing import Iterable
 
 
 class AutoPEFTError(Exception):
@@ -24,6 +26,21 @@ class AutoPEFTError(Exception):
         if self.fix:
             text = f"{text} — {self.fix}"
         return " ".join(text.split())  # always one line
+
+
+def suggest(name: object, choices: Iterable[object], what: str, *, listed: str | Iterable[object] | None = None,
+            always: bool = False, cutoff: float = 0.6) -> str:
+    """The fix for an unknown ``name``: "did you mean 'x'?" when one of ``choices`` is close to it, else
+    "<what>: a, b, c", which lists ``listed`` (names, or a ready text; by default the choices, in their order).
+    With ``always`` the list follows the guess too: "did you mean 'x'? <what>: a, b, c". ``cutoff`` is difflib's
+    (0.6 its default)."""
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=cutoff)
+    listed = choices if listed is None else listed
+    listing = f"{what}: {listed if isinstance(listed, str) else ', '.join(map(str, listed))}"
+    if not close:
+        return listing
+    return f"did you mean '{close[0]}'? {listing}" if always else f"did you mean '{close[0]}'?"
 
 
 class ConfigError(AutoPEFTError):

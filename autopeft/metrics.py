@@ -13,14 +13,13 @@ Degenerate inputs never give NaN, because a NaN objective would break the search
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, suggest
 
 
 @dataclass(frozen=True)
@@ -152,9 +151,7 @@ def get_metric(name: str) -> Metric:
     key = name.strip().lower().replace("-", "_").replace(" ", "_")
     if key in METRICS:
         return METRICS[key]
-    close = difflib.get_close_matches(key, list(METRICS), n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(f"unknown metric {name!r}", f"{hint}known metrics: {', '.join(METRICS)}")
+    raise ConfigError(f"unknown metric {name!r}", suggest(key, METRICS, "known metrics", always=True, cutoff=0.5))
 
 
 def sampling_sd(metric_name: str, score: float, rows: int) -> float:

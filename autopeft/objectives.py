@@ -6,7 +6,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, suggest
 
 Direction = Literal["maximize", "minimize"]
 
@@ -115,11 +115,8 @@ def objective_set(spec: Any, where: str = "objectives",
         name, direction = (item, None) if isinstance(item, str) else (
             (item.get("name"), item.get("direction")) if isinstance(item, dict) else (None, None))
         if name not in OBJECTIVES:
-            import difflib
-
-            close = difflib.get_close_matches(str(name), OBJECTIVES, n=1)
-            fix = f"did you mean '{close[0]}'?" if close else f"known objectives: {', '.join(OBJECTIVES)}"
-            raise ConfigError(f"unknown objective '{name}' in {where}", fix, locate(at + (i, "name")))
+            raise ConfigError(f"unknown objective '{name}' in {where}", suggest(name, OBJECTIVES, "known objectives"),
+                              locate(at + (i, "name")))
         obj = OBJECTIVES[name]
         if direction not in (None, obj.direction):
             raise ConfigError(f"objective '{name}' can only be {obj.direction}d", f"write direction: {obj.direction}",

@@ -33,7 +33,7 @@ from optuna.distributions import (
 )
 
 from .adapters import ModuleSpec, PEFTConfig, get_adapter_kind, normalise_config
-from .errors import ConfigError
+from .errors import ConfigError, suggest
 from .models import ModelInfo
 
 #: training hyperparameters a space may search (they override the study's ``proxy`` block)
@@ -384,12 +384,8 @@ def _kind_space(kind: str, body: Any, where: str) -> KindSpace:
     searched, fixed = {}, {}
     for opt, value in body.items():
         if opt not in adapter.options:
-            import difflib
-
-            close = difflib.get_close_matches(opt, list(adapter.options) + [adapter.size_name, "per_layer"], n=1)
-            fix = f"did you mean '{close[0]}'?" if close else \
-                f"allowed: {', '.join([adapter.size_name, 'per_layer', *adapter.options])}"
-            raise ConfigError(f"unknown option '{where}.{opt}'", fix)
+            raise ConfigError(f"unknown option '{where}.{opt}'",
+                              suggest(opt, [adapter.size_name, "per_layer", *adapter.options], "allowed"))
         list_valued = isinstance(adapter.options[opt], (list, tuple))
         is_choices = isinstance(value, list) and (not list_valued or all(isinstance(v, list) for v in value))
         if is_choices:
@@ -412,11 +408,8 @@ def _hyper_space(spec: dict[str, Any], where: str) -> tuple[dict[str, BaseDistri
     fixed: dict[str, Any] = {}
     for name, value in spec.items():
         if name not in TUNABLE_HYPERPARAMETERS:
-            import difflib
-
-            close = difflib.get_close_matches(name, TUNABLE_HYPERPARAMETERS, n=1)
-            fix = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(TUNABLE_HYPERPARAMETERS)}"
-            raise ConfigError(f"unknown hyperparameter '{where}.{name}'", fix)
+            raise ConfigError(f"unknown hyperparameter '{where}.{name}'",
+                              suggest(name, TUNABLE_HYPERPARAMETERS, "allowed"))
         if isinstance(value, dict):
             extra = set(value) - {"low", "high", "log"}
             if extra or not {"low", "high"} <= set(value):

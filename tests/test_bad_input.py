@@ -190,3 +190,15 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(case: Case, write_s
     assert problem and fix.strip(), f"{case.id}: no fix named in: {line}"
     assert "secret" not in r.err + r.out
     assert _files(tmp_path) == before, f"{case.id}: files were written or changed"
+
+
+def test_suggest_is_the_one_did_you_mean():
+    """errors.suggest writes the fix of every unknown-name error: a close guess, or else the list."""
+    from autopeft.errors import suggest
+
+    assert suggest("lorra", ["serial", "lora"], "known kinds") == "did you mean 'lora'?"
+    assert suggest("zzz", ["serial", "lora"], "known kinds") == "known kinds: serial, lora"
+    assert suggest("lorra", ["serial", "lora"], "known kinds", always=True) == "did you mean 'lora'? known kinds: serial, lora"
+    assert suggest("zzz", ["q"], "valid targets", listed="q, all-linear") == "valid targets: q, all-linear"
+    assert suggest("mc", ["mcc", "f1"], "known metrics", cutoff=0.9) == "known metrics: mcc, f1"
+    assert suggest(3, [], "allowed") == "allowed: "

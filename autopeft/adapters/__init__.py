@@ -5,7 +5,7 @@ from typing import Iterable
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, suggest
 from ..models import ModelInfo, model_info
 from .base import AdapterKind, ModuleSpec, PEFTConfig
 
@@ -24,11 +24,8 @@ def get_adapter_kind(name: str) -> AdapterKind:
     try:
         return _REGISTRY[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(f"unknown adapter kind '{name}'", f"{hint}known kinds: {', '.join(sorted(_REGISTRY))}") from None
+        raise ConfigError(f"unknown adapter kind '{name}'",
+                          suggest(name, sorted(_REGISTRY), "known kinds", always=True)) from None
 
 
 def adapter_kinds() -> list[str]:

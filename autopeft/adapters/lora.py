@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, suggest
 from ..models import MODULE_ALIASES, ModelInfo
 from . import register_adapter
 from .base import AdapterKind, ModuleSpec
@@ -53,14 +53,11 @@ def resolve_targets(targets: Any, info: ModelInfo) -> list[str]:
             else MODULE_ALIASES.get(name) or by_path.get(name) or by_last.get(name)
         )
         if logical not in modules:
-            import difflib
-
-            close = difflib.get_close_matches(name, [*modules, *MODULE_ALIASES, *modules.values()], n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
             raise ConfigError(
                 f"unknown lora target '{name}' for model type '{info.model_type}'",
-                f"{hint}valid targets: {', '.join(modules)}, {ALL_LINEAR} (aliases: {', '.join(MODULE_ALIASES)}; "
-                f"or module paths such as '{modules['query']}')",
+                suggest(name, [*modules, *MODULE_ALIASES, *modules.values()], "valid targets", always=True,
+                        listed=f"{', '.join(modules)}, {ALL_LINEAR} (aliases: {', '.join(MODULE_ALIASES)}; "
+                               f"or module paths such as '{modules['query']}')"),
             )
         if logical not in resolved:
             resolved.append(logical)

@@ -13,14 +13,13 @@ Trials still RUNNING when a backend is asked are *pending*: backends that can, p
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import optuna
 
-from ..errors import ConfigError
+from ..errors import ConfigError, suggest
 from .encoding import SpaceLike
 
 #: options every backend accepts because the study, not the backend, consumes them
@@ -122,9 +121,7 @@ def optimizer_names() -> list[str]:
 def make_sampler(name: str, ctx: SamplerContext) -> optuna.samplers.BaseSampler:
     """Build the named backend; unknown names and bad options are one-line ConfigErrors."""
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        fix = f"did you mean '{close[0]}'?" if close else f"known optimizers: {', '.join(optimizer_names())}"
-        raise ConfigError(f"unknown optimizer '{name}'", fix)
+        raise ConfigError(f"unknown optimizer '{name}'", suggest(name, optimizer_names(), "known optimizers"))
     try:
         return _REGISTRY[name](ctx)
     except (TypeError, ValueError) as exc:
@@ -141,9 +138,8 @@ def check_reference_point(given: Any, objectives: tuple[str, ...] | list[str]) -
     out = {}
     for k, v in given.items():
         if k not in objectives:
-            close = difflib.get_close_matches(str(k), list(objectives), n=1)
-            fix = f"did you mean '{close[0]}'?" if close else f"the study's objectives: {', '.join(objectives)}"
-            raise ConfigError(f"optimizer.options.reference_point names '{k}', which is not an objective", fix)
+            raise ConfigError(f"optimizer.options.reference_point names '{k}', which is not an objective",
+                              suggest(k, objectives, "the study's objectives"))
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ConfigError(f"optimizer.options.reference_point.{k}: {v!r} is not a finite number",
                               "write a number, e.g. 0.5 or 2.0e+6")

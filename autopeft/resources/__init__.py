@@ -9,12 +9,11 @@ anything else is a path to the user's own file.
 """
 from __future__ import annotations
 
-import difflib
 import re
 from importlib.resources import files
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, suggest
 
 #: shipped folders -> what the user calls one of their files
 FOLDERS = {"search_spaces": "search space", "objectives": "objective set", "dashboards": "dashboard file"}
@@ -43,8 +42,6 @@ def shipped_path(folder: str, name: str) -> Path:
     names = shipped_names(folder)
     what = FOLDERS[folder]
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(f"no shipped {what} named '{name}'",
-                          f"{hint}shipped: {', '.join(names)}; or give a path to your own YAML file (e.g. ./{name}.yaml)")
+        raise ConfigError(f"no shipped {what} named '{name}'", suggest(name, names, "shipped", always=True)
+                          + f"; or give a path to your own YAML file (e.g. ./{name}.yaml)")
     return Path(str(files(__name__) / folder / f"{name}.yaml"))  # a real file in every unzipped install
