@@ -417,12 +417,3 @@ def hub_unreachable(timeout: float = HUB_PROBE_S) -> str | None:
         return f"the Hugging Face hub {endpoint}{via} is unreachable ({why})"
     return None
 
-
-def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def set_threads(n: int | None) -> None:
-    """Pin torch's intra-op threads (two cores saturate easily; oversubscription is slow)."""
-    if n:
-        torch.set_num_threads(n)
