@@ -1,14 +1,13 @@
 """Study YAML -> validated pydantic models, with one-line errors naming file:line, key path and fix."""
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, suggest
 from .objectives import Objective, objective_set
 from .yamlio import load_yaml
 
@@ -530,9 +529,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
         parent = _model_at(model, loc[:-1])
         allowed = sorted(parent.model_fields) if parent else []
         allowed = [a for a in allowed if a not in ("base_dir", "source")]
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        fix = f"did you mean '{close[0]}'?" if close else f"allowed keys here: {', '.join(allowed)}"
-        return ConfigError(f"unknown key '{path}'", fix, where)
+        return ConfigError(f"unknown key '{path}'", suggest(loc[-1], allowed, "allowed keys here"), where)
     if kind == "missing":
         return ConfigError(f"missing key '{path}'", "add it (see studies/quickstart.yaml)", where)
     msg = e["msg"].removeprefix("Value error, ")

@@ -14,7 +14,6 @@ import hashlib
 import os
 
 import csv
-import difflib
 import io
 import json
 import logging
@@ -23,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from .batches import EncodedSplit, iter_batches, stratified_sample  # noqa: F401  (iter_batches: here as before)
+from .batches import EncodedSplit, stratified_sample
 from .config import DataConfig, Format
-from .errors import DataError
+from .errors import DataError, suggest
 
 logger = logging.getLogger(__name__)
 
@@ -486,9 +485,8 @@ def _column_name(column: str | int, names: list[str], shown: str, role: str) -> 
                             f"use an index from 0 to {len(names) - 1}, or a name: {', '.join(names)}")
         return names[column]
     if column not in names:
-        close = difflib.get_close_matches(column, names, n=1)
         raise DataError(f"{role} column {column!r} not found in {shown}",
-                        (f"did you mean {close[0]!r}? " if close else "") + f"available columns: {', '.join(names)}")
+                        suggest(column, names, "available columns", always=True))
     return column
 
 
@@ -553,7 +551,7 @@ def load_raw_splits(cfg: DataConfig, task_type: Literal["classification", "regre
             n = round(share * total)
             if n < 1 or n >= len(keep):
                 raise DataError(f"{split}: {100 * share:g}% of {total} train rows leaves "
-                                f"{'no' if n < 1 else 'no train'} rows", f"give a larger data set or another share")
+                                f"{'no' if n < 1 else 'no train'} rows", "give a larger data set or another share")
             rest = train.select(keep)
             picked = stratified_sample(rest.labels if stratify else None, len(rest), n, cfg.split_seed + offset)
             chosen = set(picked)

@@ -9,15 +9,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from autopeft.data import (
-    DataConfig,
-    EncodedSplit,
-    RawSplit,
-    build_task_data,
-    encode,
-    iter_batches,
-    load_split,
-)
+from autopeft.batches import EncodedSplit, iter_batches
+from autopeft.config import DataConfig
+from autopeft.data import RawSplit, build_task_data, encode, load_split
 from autopeft.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,8 @@ import pytest
 
 datasets = pytest.importorskip("datasets")
 
-from autopeft.data import DataConfig, build_task_data  # noqa: E402
+from autopeft.config import DataConfig  # noqa: E402
+from autopeft.data import build_task_data  # noqa: E402
 from autopeft.errors import DataError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

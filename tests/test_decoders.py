@@ -260,7 +260,7 @@ def test_decoder_prefix_matches_eager_attention_over_explicit_keys():
 
 # ------------------------------------------------------------------ activation cache on decoders
 from autopeft.activation_cache import ActivationCache, cached_batches, start_at_layer  # noqa: E402
-from autopeft.data import EncodedSplit, iter_batches  # noqa: E402
+from autopeft.batches import EncodedSplit, iter_batches  # noqa: E402
 
 CACHE_CONFIGS = {
     "lora_top": {"lora": {"size": 4, "layers": [2], "targets": "all-linear"}},

@@ -74,7 +74,7 @@ def _study(write_study, tmp_path, space: str, trials: int = 2) -> Study:
 
 def _validation_logits(model, trainer_like) -> torch.Tensor:
     """Logits of ``model`` on the validation split of the study (padded batches, as in evaluation)."""
-    from autopeft.data import iter_batches
+    from autopeft.batches import iter_batches
 
     out = []
     model.eval()

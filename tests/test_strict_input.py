@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from autopeft.data import DataConfig, build_task_data
+from autopeft.config import DataConfig
+from autopeft.data import build_task_data
 from autopeft.errors import ConfigError
 from autopeft.yamlio import load_yaml, parse_yaml
 
