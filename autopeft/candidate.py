@@ -106,20 +106,8 @@ class Budget:
 def random_feasible(space: SearchSpace, info: ModelInfo, budget: Budget, rng: np.random.Generator,
                     tries: int = 2000) -> dict[str, Any]:
     """Flat values of a random candidate that meets the hard budgets (rejection sampling; counting is cheap)."""
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
     for _ in range(tries):
-        values = {}
-        for p in space.params:
-            d = p.distribution
-            if isinstance(d, CategoricalDistribution):
-                values[p.name] = d.choices[rng.integers(len(d.choices))]
-            elif isinstance(d, IntDistribution):
-                values[p.name] = int(rng.integers(d.low, d.high + 1))
-            else:
-                lo, hi = (np.log(d.low), np.log(d.high)) if d.log else (d.low, d.high)
-                x = rng.uniform(lo, hi)
-                values[p.name] = float(np.exp(x) if d.log else x)
+        values = space.sample(rng)
         if budget.violation(Candidate.decode(space, info, values)) is None:
             return values
     raise ConfigError("no configuration in the search space meets the constraints",
