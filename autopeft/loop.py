@@ -116,7 +116,7 @@ class TrialRunner:
             trial.set_user_attr("worker", worker)
         for name, distribution in self.space.distributions.items():
             suggest(trial, name, distribution)  # what study.ask(distributions) does, after the heartbeat started
-        twin = None if duplicate_ok else duplicate_of(study, trial)
+        twin = None if duplicate_ok else duplicate_of(study, trial, self.space)
         if twin is not None:
             mark_uncounted(study, trial, "duplicate", f"not run: trial {twin} holds the same configuration")
             return "duplicate"
