@@ -5,32 +5,10 @@ from typing import Iterable
 
 from torch import nn
 
-from ..errors import ConfigError, suggest
 from ..models import ModelInfo, model_info
-from .base import AdapterKind, ModuleSpec, PEFTConfig
-
-_REGISTRY: dict[str, AdapterKind] = {}
-
-
-def register_adapter(cls: type[AdapterKind]) -> type[AdapterKind]:
-    """Class decorator: make an adapter kind available by ``cls.name`` (duplicates are refused)."""
-    if cls.name in _REGISTRY:
-        raise ValueError(f"adapter kind '{cls.name}' is already registered")
-    _REGISTRY[cls.name] = cls()
-    return cls
-
-
-def get_adapter_kind(name: str) -> AdapterKind:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown adapter kind '{name}'",
-                          suggest(name, sorted(_REGISTRY), "known kinds", always=True)) from None
-
-
-def adapter_kinds() -> list[str]:
-    return sorted(_REGISTRY)
-
+from .base import AdapterKind, ModuleSpec
+from .config import PEFTConfig
+from .registry import adapter_kinds, get_adapter_kind, register_adapter
 
 def normalise_config(config: PEFTConfig, info: ModelInfo) -> PEFTConfig:
     """Fill defaults and check every module against the model; raise ConfigError on the first problem."""
@@ -83,7 +61,7 @@ def apply_adapters_by_kind(model: nn.Module, config: PEFTConfig,
     return groups
 
 
-from . import bottleneck, lora, prefix  # noqa: E402,F401  (registers the built-in kinds)
+from . import bottleneck, lora, prefix  # noqa: E402,F401  (importing them registers the built-in kinds)
 
 __all__ = [
     "AdapterKind",

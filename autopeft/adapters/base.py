@@ -1,4 +1,4 @@
-"""The adapter-kind interface and the decoded PEFT configuration it consumes.
+"""The adapter-kind interface and the per-kind module spec it consumes (the whole configuration: config.py).
 
 A configuration names, per adapter kind, which layers carry the module and its size there
 (size 0 = off, as in the AutoPEFT paper) plus kind-specific options. Each kind implements:
@@ -72,32 +72,6 @@ def _as_int(value: Any, kind: str, what: str) -> int:
     if number < 0:
         raise ConfigError(f"{what} {number} for adapter '{kind}' is negative", "use 0 (off) or more")
     return number
-
-
-@dataclass(frozen=True)
-class PEFTConfig:
-    """A full decoded configuration: active adapter kinds, in no particular order."""
-
-    modules: dict[str, ModuleSpec]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: m.to_dict() for k, m in sorted(self.modules.items()) if m.active}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PEFTConfig":
-        from . import get_adapter_kind  # registry lives in the package
-
-        modules = {}
-        for kind, body in (data or {}).items():
-            get_adapter_kind(kind)
-            spec = ModuleSpec.from_dict(kind, body or {})
-            if spec.active:
-                modules[kind] = spec
-        return cls(modules)
-
-    @property
-    def kinds(self) -> list[str]:
-        return sorted(self.modules)
 
 
 class AdapterKind(ABC):

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models import ModelInfo, get_layers
-from . import register_adapter
+from .registry import register_adapter
 from .base import AdapterKind, ModuleSpec
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}

@@ -20,7 +20,7 @@ from .._version import __version__
 from ..errors import ConfigError
 from ..models import ModelInfo, model_info
 from . import apply_adapters, count_adapter_params, normalise_config
-from .base import PEFTConfig
+from .config import PEFTConfig
 
 CONFIG_FILE = "autopeft_adapters.json"
 WEIGHTS_FILE = "autopeft_adapters.safetensors"

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import ConfigError, suggest
 from ..models import MODULE_ALIASES, ModelInfo
-from . import register_adapter
+from .registry import register_adapter
 from .base import AdapterKind, ModuleSpec
 
 VARIANTS = ("lora", "dora", "rslora")

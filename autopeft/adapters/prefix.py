@@ -23,7 +23,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..errors import ConfigError
 from ..models import ModelInfo, get_layers
-from . import register_adapter
+from .registry import register_adapter
 from .base import AdapterKind, ModuleSpec
 
 ATTN_IMPLEMENTATION = "autopeft_prefix"
