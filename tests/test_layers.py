@@ -27,3 +27,20 @@ def test_the_cycle_check_finds_a_cycle():
     assert _cycles(graph) == []
     graph.add_import(importer="p.b", imported="p.a")
     assert _cycles(graph) == [("p.a", "p.b", "p.a"), ("p.b", "p.a", "p.b")]
+
+
+def test_the_layer_contracts_in_pyproject_are_kept():
+    """`lint-imports` (import-linter, in the dev extra; also run by .ci/run) against pyproject.toml's contracts."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+
+    exe = shutil.which("lint-imports")
+    if exe is None:
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([exe, "--no-cache"], cwd=root, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "0 broken" in run.stdout
