@@ -17,7 +17,7 @@ from torch import nn
 
 from .adapters import PEFTConfig, normalise_config
 from .adapters.io import save_adapters
-from .config import RecipeConfig, load_recipe
+from .config import RecipeConfig, load_recipe, parse_size
 from .errors import ConfigError
 from .models import load_model
 from .pareto import pick
@@ -70,7 +70,7 @@ def pick_trial(study: "Study", rule: str) -> "TrialRecord":
     names = list(done[0].values) if done else [o.name for o in study.objectives]
     directions = study.directions_of(names)
     values = np.array([[r.values[n] for n in names] for r in done], dtype=float).reshape(-1, len(names))
-    return done[pick(rule, values, names, directions)]
+    return done[pick(rule, values, names, directions, parse_size=parse_size)]
 
 
 def check_stays_inside(directory: Path) -> None:

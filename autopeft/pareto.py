@@ -172,9 +172,7 @@ def _best_score(values: np.ndarray, names: Sequence[str], directions: Sequence[s
     return int(index[np.lexsort([losses[:, j] for j in reversed(order)])[0]])
 
 
-def _parse_limit(name: str, text: str) -> float:
-    from .config import parse_size
-
+def _parse_limit(name: str, text: str, parse_size: Callable[[str], float]) -> float:
     text = text.strip()
     obj = get_objective(name)
     size = obj is not None and obj.limit == "size"
@@ -193,9 +191,11 @@ PICK_RULES: dict[str, Callable[[np.ndarray, Sequence[str], Sequence[str]], int]]
 _LIMIT_RULE = re.compile(r"^\s*([a-z_]+)\s*<=\s*(.+?)\s*$")
 
 
-def pick(rule: str, values: np.ndarray, names: Sequence[str], directions: Sequence[str]) -> int:
+def pick(rule: str, values: np.ndarray, names: Sequence[str], directions: Sequence[str], *,
+         parse_size: Callable[[str], float]) -> int:
     """Index (into ``values`` (n, m)) chosen by ``rule``: ``knee``, ``max-score`` or ``<objective><=N``
-    (the best score among points within the limit, e.g. ``params<=1e5``, ``memory<=500MB``).
+    (the best score among points within the limit, e.g. ``params<=1e5``, ``memory<=500MB``). ``parse_size`` reads
+    N for an objective whose limit is a size (``autopeft.config.parse_size``: '500MB' -> 5e8).
 
     Raises ConfigError for an unknown rule, and when no point meets a limit.
     """
@@ -210,7 +210,7 @@ def pick(rule: str, values: np.ndarray, names: Sequence[str], directions: Sequen
     if not match or match.group(1) not in minimised:
         limits = " | ".join(f"'{n}<=N'" for n in minimised)
         raise ConfigError(f"unknown pick rule '{rule}'", f"use {' | '.join(PICK_RULES)} | {limits}")
-    name, limit = match.group(1), _parse_limit(match.group(1), match.group(2))
+    name, limit = match.group(1), _parse_limit(match.group(1), match.group(2), parse_size)
     column = values[:, list(names).index(name)]
     within = np.flatnonzero(column <= limit)
     if not len(within):
