@@ -1,14 +1,30 @@
-"""Non-dominated sorting, hypervolume in a fixed frame, and pick rules over objective vectors (pure functions)."""
+"""The scaled objective frame, dominance, the hypervolume reference point, hypervolume, and pick rules over
+objective vectors: pure functions over (n, m) arrays of raw objective values, and the one home of each (the BO
+backend, the rungs, the study, the report and the benchmarks compose them).
+
+Layering: imports only :mod:`.objectives` and :mod:`.errors` (never config, study, optimizers or proxy); what it
+would need from those is passed in (a space's extreme points, the size parser of the pick rules).
+"""
 from __future__ import annotations
 
+import difflib
+import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
 from .errors import ConfigError
-from .objectives import get_objective
+from .objectives import ESTIMATED_BY, get_objective
+
+
+# ---------------------------------------------------------------------------------------------- the frame
+def scale_values(name: str, values: np.ndarray) -> np.ndarray:
+    """Raw values of objective ``name`` on the scale hypervolume, the knee and the BO engine's acquisition are
+    computed on (the registry's: log10 for counts and bytes, which span decades; identity for unknown names)."""
+    obj = get_objective(name)
+    return obj.scaled(values) if obj else np.asarray(values, dtype=float)
 
 
 def to_minimisation(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -17,6 +33,22 @@ def to_minimisation(values: np.ndarray, directions: Sequence[str]) -> np.ndarray
     return np.asarray(values, dtype=float) * signs
 
 
+def to_frame(values: np.ndarray, names: Sequence[str], directions: Sequence[str],
+             sense: Literal["minimize", "maximize"] = "minimize") -> np.ndarray:
+    """(n, m) raw values of objectives ``names`` -> (n, m) values on their scales (:func:`scale_values`), signed so
+    that every column is minimised (``sense="minimize"``: the losses hypervolume and the knee are computed on) or
+    maximised (``sense="maximize"``: what the BO engine's acquisition takes)."""
+    values = np.asarray(values, dtype=float).reshape(-1, len(names))
+    scaled = np.column_stack([scale_values(n, values[:, j]) for j, n in enumerate(names)]) \
+        if len(names) else values
+    if sense == "minimize":
+        return to_minimisation(scaled, directions)
+    if sense == "maximize":
+        return scaled * np.array([1.0 if d == "maximize" else -1.0 for d in directions])
+    raise ValueError(f"sense {sense!r} is neither 'minimize' nor 'maximize'")
+
+
+# ---------------------------------------------------------------------------------------------- dominance
 def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     """(n, m) values -> (n,) bool, True where no other row dominates (duplicates all kept)."""
     losses = to_minimisation(values, directions)
@@ -28,49 +60,72 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return mask
 
 
-# ---------------------------------------------------------------------------------------------- hypervolume
-def scale_values(name: str, values: np.ndarray) -> np.ndarray:
-    """Raw values of objective ``name`` on the scale hypervolume and knee are computed on (the registry's: log10
-    for counts and bytes, which span decades, as the BO engine's scales do; identity for unknown names)."""
-    obj = get_objective(name)
-    return obj.scaled(values) if obj else np.asarray(values, dtype=float)
-
-
+# ---------------------------------------------------------------------------------------------- reference point
 #: fraction of the observed range the derived reference point lies beyond the worst value
 REFERENCE_MARGIN = 0.1
+#: the reference point of a measured objective with a known estimate (``memory``) lies this factor above the
+#: worst estimate (measured peaks run a little higher)
+ESTIMATE_MARGIN = 1.5
 
 
-def scaled_losses(values: np.ndarray, names: Sequence[str], directions: Sequence[str]) -> np.ndarray:
-    """(n, m) raw objective values -> (n, m) losses on the comparison scale (log10 params, maximised negated)."""
-    values = np.asarray(values, dtype=float).reshape(-1, len(names))
-    scaled = np.column_stack([scale_values(n, values[:, j]) for j, n in enumerate(names)]) \
-        if len(names) else values
-    return to_minimisation(scaled, directions)
+def check_reference_point(given: Any, objectives: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """Validate ``optimizer.options.reference_point`` (a partial mapping objective -> number)."""
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise ConfigError("optimizer.options.reference_point must map objectives to numbers",
+                          f"e.g. reference_point: {{{objectives[0] if objectives else 'score'}: 0.5}}")
+    out = {}
+    for k, v in given.items():
+        if k not in objectives:
+            close = difflib.get_close_matches(str(k), list(objectives), n=1)
+            fix = f"did you mean '{close[0]}'?" if close else f"the study's objectives: {', '.join(objectives)}"
+            raise ConfigError(f"optimizer.options.reference_point names '{k}', which is not an objective", fix)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"optimizer.options.reference_point.{k}: {v!r} is not a finite number",
+                              "write a number, e.g. 0.5 or 2.0e+6")
+        out[str(k)] = float(v)
+    return out
 
 
-@dataclass(frozen=True)
-class HypervolumeFrame:
-    """A fixed frame to measure hypervolume in: losses are scaled so ``ideal`` -> 0 and ``reference`` -> 1.
+def derive_reference_point(points: Iterable[Mapping[str, Any]], objectives: Sequence[str],
+                           directions: Sequence[str],
+                           known: Callable[[Mapping[str, Any]], Mapping[str, float]] | None,
+                           given: Mapping[str, float] | None = None,
+                           worst: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The reference point (raw objective units), fixed when a study starts.
 
-    ``ideal`` and ``reference`` are (m,) losses on the comparison scale; ``derived`` says whether the
-    reference point came from the data (True) or from the study (False).
+    Per objective, the first that applies: ``given`` (the YAML), the worst value of a known objective over
+    ``points`` (flat values where the known objectives peak: a study passes its space's extreme points, see
+    ``autopeft.optimizers.derive_reference_point``), :data:`ESTIMATE_MARGIN` x the worst estimate for a measured
+    objective with a known estimate, ``worst`` (e.g. the chance-level score). Raises ConfigError if none does.
+    ``points`` is iterated only when ``known`` is given and some objective is not in ``given``.
     """
-
-    names: tuple[str, ...]
-    directions: tuple[str, ...]
-    ideal: np.ndarray
-    reference: np.ndarray
-    derived: bool
-
-    def normalise(self, values: np.ndarray) -> np.ndarray:
-        """(n, m) raw values -> (n, m) normalised losses (0 = ideal, 1 = reference point)."""
-        span = np.where(self.reference > self.ideal, self.reference - self.ideal, 1.0)
-        return (scaled_losses(values, self.names, self.directions) - self.ideal) / span
-
-    def reference_values(self) -> dict[str, float]:
-        """The reference point in the objectives' own units (what a user would write)."""
-        raw = to_minimisation(self.reference[None, :], self.directions)[0]
-        return {n: float(get_objective(n).unscaled(v) if get_objective(n) else v) for n, v in zip(self.names, raw)}
+    given, worst = dict(given or {}), dict(worst or {})
+    ref: dict[str, float] = {}
+    need_known = [o for o in objectives if o not in given]
+    bounds: dict[str, float] = {}
+    if known is not None and need_known:
+        for point in points:
+            try:
+                vals = known(point)
+            except ConfigError:
+                continue  # a point the space allows but the model cannot take has no objective value
+            for k, v in vals.items():
+                bounds[k] = max(bounds.get(k, -math.inf), float(v))
+    for name, direction in zip(objectives, directions):
+        if name in given:
+            ref[name] = float(given[name])
+        elif name in bounds and direction == "minimize":
+            ref[name] = bounds[name]
+        elif ESTIMATED_BY.get(name) in bounds and direction == "minimize":
+            ref[name] = ESTIMATE_MARGIN * bounds[ESTIMATED_BY[name]]
+        elif name in worst:
+            ref[name] = float(worst[name])
+        else:
+            raise ConfigError(f"no reference point for objective '{name}'",
+                              f"set optimizer.options.reference_point.{name} to its worst acceptable value")
+    return ref
 
 
 def reference_from_attrs(stored: Any, names: Sequence[str]) -> np.ndarray | None:
@@ -92,15 +147,41 @@ def reference_from_attrs(stored: Any, names: Sequence[str]) -> np.ndarray | None
     return None
 
 
+# ---------------------------------------------------------------------------------------------- hypervolume
+@dataclass(frozen=True)
+class HypervolumeFrame:
+    """A fixed frame to measure hypervolume in: losses are scaled so ``ideal`` -> 0 and ``reference`` -> 1.
+
+    ``ideal`` and ``reference`` are (m,) losses on the comparison scale; ``derived`` says whether the
+    reference point came from the data (True) or from the study (False).
+    """
+
+    names: tuple[str, ...]
+    directions: tuple[str, ...]
+    ideal: np.ndarray
+    reference: np.ndarray
+    derived: bool
+
+    def normalise(self, values: np.ndarray) -> np.ndarray:
+        """(n, m) raw values -> (n, m) normalised losses (0 = ideal, 1 = reference point)."""
+        span = np.where(self.reference > self.ideal, self.reference - self.ideal, 1.0)
+        return (to_frame(values, self.names, self.directions) - self.ideal) / span
+
+    def reference_values(self) -> dict[str, float]:
+        """The reference point in the objectives' own units (what a user would write)."""
+        raw = to_minimisation(self.reference[None, :], self.directions)[0]
+        return {n: float(get_objective(n).unscaled(v) if get_objective(n) else v) for n, v in zip(self.names, raw)}
+
+
 def hypervolume_frame(values: np.ndarray, names: Sequence[str], directions: Sequence[str],
                       reference_point: Sequence[float] | None = None) -> HypervolumeFrame:
     """The frame for ``values`` (n, m): ideal = best observed per objective; reference = ``reference_point``
     (raw units) when given, else the worst observed value plus ``REFERENCE_MARGIN`` of the range."""
-    losses = scaled_losses(values, names, directions)
+    losses = to_frame(values, names, directions)
     m = len(names)
     ideal = losses.min(axis=0) if len(losses) else np.zeros(m)
     if reference_point is not None:
-        reference = scaled_losses(np.asarray(reference_point, dtype=float)[None, :], names, directions)[0]
+        reference = to_frame(np.asarray(reference_point, dtype=float)[None, :], names, directions)[0]
         ideal = np.minimum(ideal, reference)
         return HypervolumeFrame(tuple(names), tuple(directions), ideal, reference, False)
     worst = losses.max(axis=0) if len(losses) else np.ones(m)
@@ -117,7 +198,7 @@ def hypervolume(values: np.ndarray, frame: HypervolumeFrame) -> float:
 
     values = np.asarray(values, dtype=float).reshape(-1, len(frame.names))
     # strictly better than the reference in every objective (a degenerate box, reference == ideal, holds nothing)
-    inside = np.all(scaled_losses(values, frame.names, frame.directions) < frame.reference, axis=1)
+    inside = np.all(to_frame(values, frame.names, frame.directions) < frame.reference, axis=1)
     if not inside.any():
         return 0.0
     losses = np.clip(frame.normalise(values[inside]), 0.0, 1.0)
@@ -150,7 +231,7 @@ def knee_index(values: np.ndarray, names: Sequence[str], directions: Sequence[st
     hyperplane rule often picks an extreme point (e.g. the smallest, worst-scoring adapter)."""
     values = np.asarray(values, dtype=float)
     front = np.flatnonzero(pareto_mask(values, directions))
-    losses = scaled_losses(values[front], names, directions)
+    losses = to_frame(values[front], names, directions)
     lo, hi = losses.min(axis=0), losses.max(axis=0)
     norm = (losses - lo) / np.where(hi > lo, hi - lo, 1.0)
     distance = np.sqrt((norm**2).sum(axis=1))

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from autopeft.optimizers import SamplerContext
-from autopeft.pareto import HypervolumeFrame, scaled_losses
+from autopeft.pareto import HypervolumeFrame, to_frame
 
 #: frozen copies of the shipped spaces the benchmark data were drawn from (see their headers)
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
@@ -58,7 +58,7 @@ class Problem:
         names, directions = list(self.objectives), list(self.directions)
 
         def losses(point: Mapping[str, float]) -> np.ndarray:
-            return scaled_losses(np.array([[point[n] for n in names]]), names, directions)[0]
+            return to_frame(np.array([[point[n] for n in names]]), names, directions)[0]
 
         return HypervolumeFrame(self.objectives, self.directions, losses(self.bounds), losses(self.reference_point),
                                 derived=False)
