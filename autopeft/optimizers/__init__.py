@@ -12,8 +12,7 @@ from . import ax_client, mobo, optuna_samplers  # noqa: F401  (register the back
 from .base import (COMMON_OPTIONS, SamplerContext, SamplerFactory, derive_reference_point, make_sampler,
                    optimizer_names, register_optimizer)
 from .encoding import SpaceEncoder
-from .reference import scale_value
 
 __all__ = ["COMMON_OPTIONS", "SamplerContext", "SamplerFactory", "SpaceEncoder",
            "check_reference_point", "derive_reference_point", "make_sampler", "optimizer_names",
-           "register_optimizer", "scale_value"]
+           "register_optimizer"]
