@@ -79,6 +79,10 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
+#: measured objectives that have an analytic estimate among the known ones (``memory`` -> ``memory_estimate``)
+ESTIMATED_BY: dict[str, str] = {o.name: o.estimated_by for o in OBJECTIVES.values() if o.estimated_by}
+
+
 def get_objective(name: str) -> Objective | None:
     """The registered objective ``name`` (None for names the registry does not know, e.g. in old storages)."""
     return OBJECTIVES.get(name)

@@ -14,26 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from .metrics import sampling_sd
-from .pareto import to_minimisation
-
-
-def nondominated_ranks(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """(n, m) -> (n,) front index per row (0 = non-dominated), by repeated peeling."""
-    losses = to_minimisation(values, directions)
-    n = len(losses)
-    ranks = np.full(n, -1)
-    # dominated_by[i, j]: row j dominates row i (once, as a matrix: peeling row by row in Python made a study's
-    # rung decisions, and the multi-fidelity replay of 300 configurations, take minutes)
-    dominated_by = ((losses[None, :, :] <= losses[:, None, :]).all(-1)
-                    & (losses[None, :, :] < losses[:, None, :]).any(-1))
-    remaining = np.ones(n, dtype=bool)
-    front = 0
-    while remaining.any():
-        current = remaining & ~dominated_by[:, remaining].any(1)
-        ranks[current] = front
-        remaining &= ~current
-        front += 1
-    return ranks
+from .pareto import nondominated_ranks, to_minimisation
 
 
 def noise_margin(metric_name: str, score: float, rows: int) -> float:

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from ._version import __version__
 from .candidate import Budget, Candidate
-from .config import StudyConfig, load_study_config
+from .config import StudyConfig, load_study_config, parse_size
 from .errors import ConfigError, StorageError
 from .loop import TrialRunner
 from .objectives import Objective, directions_of
@@ -311,7 +311,7 @@ class Study:
         done = [r for r in self.trials() if r.state == "COMPLETE" and r.values]
         names = list(done[0].values) if done else [o.name for o in self.objectives]
         values = np.array([[r.values[n] for n in names] for r in done], dtype=float).reshape(-1, len(names))
-        return done[pick(rule, values, names, directions_of(names, self.objectives))]
+        return done[pick(rule, values, names, directions_of(names, self.objectives), parse_size=parse_size)]
 
 
 def work(cfg: StudyConfig, storage: str, target: int, timeout: float | None, worker: str) -> None:

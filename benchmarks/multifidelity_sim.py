@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from autopeft.pareto import REFERENCE_MARGIN, hypervolume_2d, range_normalise, to_minimisation  # noqa: E402
 from autopeft.rungs import noise_margin, promote  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,29 +110,15 @@ def load_fidelity_log(path: Path, task: str) -> Table:
                  np.cumsum(seconds, axis=1), seconds[:, -1], int(r0.get("heldout") or 0))
 
 
-def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
-    """Area dominated by ``points`` (minimise both columns) up to ``ref``."""
-    pts = points[(points[:, 0] < ref[0]) & (points[:, 1] < ref[1])]
-    if not len(pts):
-        return 0.0
-    pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]  # by x, ties by y
-    # sweep in x: each point adds the strip between its y and the lowest y seen so far (vectorised: the
-    # per-trial recomputation over 300 configurations x 50 orders was minutes in a Python loop)
-    best_before = np.minimum.accumulate(np.concatenate([[ref[1]], pts[:, 1]]))[:-1]
-    gain = np.clip(best_before - pts[:, 1], 0.0, None)
-    return float(((ref[0] - pts[:, 0]) * gain).sum())
-
-
-#: reference point of the normalised frame (see normalised_losses)
-REF = (1.1, 1.1)
+#: reference point of the normalised frame (see normalised_losses): the derived one, the worst value plus
+#: pareto.REFERENCE_MARGIN of the range (1.1)
+REF = (1.0 + REFERENCE_MARGIN,) * 2
 
 
 def normalised_losses(scores: np.ndarray, log_params: np.ndarray) -> np.ndarray:
     """(n, 2) losses -score and log10 params, scaled to [0, 1] over the n configurations' ranges: the frame
-    this script and proxy_fidelity.py measure hypervolume in, with reference point REF."""
-    losses = np.stack([-scores, log_params], axis=1)
-    lo, span = losses.min(axis=0), np.ptp(losses, axis=0)
-    return (losses - lo) / np.where(span > 0, span, 1.0)
+    this script and proxy_fidelity.py measure hypervolume in (pareto.hypervolume_2d), with reference point REF."""
+    return range_normalise(to_minimisation(np.stack([scores, log_params], axis=1), DIRECTIONS))
 
 
 def simulate(order, table: Table, eta, rungs: list[int], points: np.ndarray, multi, margin=None):

@@ -336,7 +336,9 @@ def front_hypervolume_share(full: np.ndarray, params: np.ndarray, chosen: np.nda
 
     What a user keeps by picking from the proxy's front and refining, in multifidelity_sim's normalised frame.
     """
-    from multifidelity_sim import REF, hypervolume_2d, normalised_losses
+    from multifidelity_sim import REF, normalised_losses
+
+    from autopeft.pareto import hypervolume_2d
 
     norm = normalised_losses(full, np.log10(params + 1.0))
     return hypervolume_2d(norm[chosen], REF) / hypervolume_2d(norm, REF)

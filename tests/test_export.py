@@ -10,6 +10,7 @@ import yaml
 
 from autopeft import Study, export_trial, load_adapters
 from autopeft.cli import main
+from autopeft.config import parse_size
 from autopeft.errors import ConfigError
 from autopeft.export import RECIPE_FILE, RESULT_FILE, train_recipe
 from autopeft.pareto import knee_index, pareto_mask, pick
@@ -37,7 +38,7 @@ BOTTLENECK_PREFIX_SPACE = "adapters:\n  serial: {size: [4, 8]}\n  prefix: {lengt
     ("knee", 0),                   # closest to the ideal point in [0, 1]-scaled objectives, log10 params
 ])
 def test_pick_rules(rule, expected):
-    assert pick(rule, VALUES, NAMES, DIRECTIONS) == expected
+    assert pick(rule, VALUES, NAMES, DIRECTIONS, parse_size=parse_size) == expected
 
 
 def test_knee_is_a_pareto_point_and_balanced():
@@ -49,7 +50,7 @@ def test_knee_is_a_pareto_point_and_balanced():
 
 def test_max_score_ties_prefer_fewer_params():
     values = np.array([[0.9, 1e6, 1e8], [0.9, 1e4, 1e8]])
-    assert pick("max-score", values, NAMES, DIRECTIONS) == 1
+    assert pick("max-score", values, NAMES, DIRECTIONS, parse_size=parse_size) == 1
 
 
 @pytest.mark.parametrize("rule,words", [
@@ -61,7 +62,7 @@ def test_max_score_ties_prefer_fewer_params():
 ])
 def test_bad_pick_rules(rule, words):
     with pytest.raises(ConfigError, match=words):
-        pick(rule, VALUES, NAMES, DIRECTIONS)
+        pick(rule, VALUES, NAMES, DIRECTIONS, parse_size=parse_size)
 
 
 # ------------------------------------------------------------------ full-fidelity training round trips

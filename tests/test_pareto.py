@@ -1,13 +1,27 @@
-"""Hypervolume in a fixed frame (log10 params), its running history, and reading a stored reference point."""
+"""Dominance, hypervolume in a fixed frame (log10 params), its running history, and reading a stored reference
+point."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from autopeft.pareto import hypervolume, hypervolume_frame, hypervolume_history, reference_from_attrs
+from autopeft.pareto import (hypervolume, hypervolume_frame, hypervolume_history, nondominated_ranks, pareto_mask,
+                             reference_from_attrs)
 
 NAMES = ["score", "params"]
 DIRECTIONS = ["maximize", "minimize"]
+
+
+def test_nondominated_ranks_peel_fronts():
+    values = np.array([[0.9, 10], [0.8, 5], [0.7, 20], [0.6, 30], [0.9, 10]])
+    assert nondominated_ranks(values, DIRECTIONS).tolist() == [0, 0, 1, 2, 0]
+
+
+def test_pareto_mask_is_the_first_front():
+    rng = np.random.default_rng(0)
+    values = np.round(rng.uniform(0, 1, (600, 3)), 1)  # ties and duplicates; more rows than one block of the mask
+    directions = ["maximize", "minimize", "minimize"]
+    np.testing.assert_array_equal(pareto_mask(values, directions), nondominated_ranks(values, directions) == 0)
 
 
 def test_hypervolume_of_known_boxes():

@@ -6,14 +6,9 @@ import optuna
 import pytest
 
 from autopeft.cli import main
-from autopeft.rungs import nondominated_ranks, promote
+from autopeft.rungs import promote
 
 MAX_MIN = ["maximize", "minimize"]
-
-
-def test_nondominated_ranks_peel_fronts():
-    values = np.array([[0.9, 10], [0.8, 5], [0.7, 20], [0.6, 30], [0.9, 10]])
-    assert nondominated_ranks(values, MAX_MIN).tolist() == [0, 0, 1, 2, 0]
 
 
 @pytest.mark.parametrize("candidate,peers,expected", [

@@ -7,12 +7,12 @@ Backends: ``mobo`` (default; BoTorch, made for PEFT search: :mod:`.mobo`), ``gp`
 """
 from __future__ import annotations
 
+from ..pareto import check_reference_point
 from . import ax_client, mobo, optuna_samplers  # noqa: F401  (register the backends)
-from .base import (COMMON_OPTIONS, SamplerContext, SamplerFactory, check_reference_point, make_sampler,
+from .base import (COMMON_OPTIONS, SamplerContext, SamplerFactory, derive_reference_point, make_sampler,
                    optimizer_names, register_optimizer)
 from .encoding import SpaceEncoder
-from .reference import derive_reference_point, scale_value
 
 __all__ = ["COMMON_OPTIONS", "SamplerContext", "SamplerFactory", "SpaceEncoder",
            "check_reference_point", "derive_reference_point", "make_sampler", "optimizer_names",
-           "register_optimizer", "scale_value"]
+           "register_optimizer"]

@@ -13,14 +13,14 @@ Trials still RUNNING when a backend is asked are *pending*: backends that can, p
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import optuna
 
+from .. import pareto
 from ..errors import ConfigError, suggest
-from .encoding import SpaceLike
+from .encoding import SpaceLike, extreme_points
 
 #: options every backend accepts because the study, not the backend, consumes them
 COMMON_OPTIONS = ("reference_point",)
@@ -128,20 +128,13 @@ def make_sampler(name: str, ctx: SamplerContext) -> optuna.samplers.BaseSampler:
         raise ConfigError(f"bad option for optimizer '{name}' ({exc})", "check optimizer.options") from None
 
 
-def check_reference_point(given: Any, objectives: tuple[str, ...] | list[str]) -> dict[str, float]:
-    """Validate ``optimizer.options.reference_point`` (a partial mapping objective -> number)."""
-    if given is None:
-        return {}
-    if not isinstance(given, Mapping):
-        raise ConfigError("optimizer.options.reference_point must map objectives to numbers",
-                          f"e.g. reference_point: {{{objectives[0] if objectives else 'score'}: 0.5}}")
-    out = {}
-    for k, v in given.items():
-        if k not in objectives:
-            raise ConfigError(f"optimizer.options.reference_point names '{k}', which is not an objective",
-                              suggest(k, objectives, "the study's objectives"))
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ConfigError(f"optimizer.options.reference_point.{k}: {v!r} is not a finite number",
-                              "write a number, e.g. 0.5 or 2.0e+6")
-        out[str(k)] = float(v)
-    return out
+def derive_reference_point(space: SpaceLike, objectives: Sequence[str], directions: Sequence[str],
+                           known: Callable[[Mapping[str, Any]], Mapping[str, float]] | None,
+                           given: Mapping[str, float] | None = None,
+                           worst: Mapping[str, float] | None = None) -> dict[str, float]:
+    """:func:`autopeft.pareto.derive_reference_point` with the known objectives bounded over ``space``'s
+    :func:`.encoding.extreme_points` (listed only when an objective needs them)."""
+    def points() -> Iterator[dict[str, Any]]:
+        yield from extreme_points(space)
+
+    return pareto.derive_reference_point(points(), objectives, directions, known, given, worst)

@@ -5,7 +5,8 @@ that does not matter (the rank options of a LoRA that is off, the layer bits whe
 on) is encoded as a constant instead of its sampled value. Which parameters matter, and when two points
 are the same configuration, is :mod:`autopeft.space`'s to say (``active_names``, ``identity_of``). The
 encoder also draws random points and mutates points, which the candidate generators of :mod:`.mobo` and
-the start-up design use.
+the start-up design use, and lists the points where size-like objectives peak (:func:`extreme_points`, which
+bound the known objectives of the reference point).
 
 Encoding per parameter:
 
@@ -15,6 +16,7 @@ Encoding per parameter:
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from numbers import Real
@@ -219,3 +221,26 @@ class SpaceEncoder:
                 scale = 0.15 if isinstance(dist, FloatDistribution) else max(0.15, 1.0 / max(1, dist.high - dist.low))
                 out[d.name] = self._from_unit(d, min(1.0, max(0.0, u + rng.normal(0.0, scale))))
         return out
+
+
+def extreme_points(space: SpaceLike, limit: int = 64, random: int = 256, seed: int = 0) -> list[dict[str, Any]]:
+    """Points where size-like objectives peak: every ordinal at its largest value, each combination
+    of the other categoricals (up to ``limit``), numbers at their upper bound; plus ``random`` random points
+    so that non-monotone known objectives are bounded too."""
+    enc = SpaceEncoder(space)
+    base: dict[str, Any] = {}
+    free: list[tuple[str, tuple]] = []
+    for d in enc.dims:
+        dist = d.dist
+        if isinstance(dist, CategoricalDistribution):
+            if all(isinstance(c, Real) for c in dist.choices):
+                base[d.name] = max(dist.choices)
+            else:
+                free.append((d.name, tuple(dist.choices)))
+        else:
+            base[d.name] = dist.high
+    rng = np.random.default_rng(seed)
+    combos = list(itertools.islice(itertools.product(*(c for _, c in free)), limit))
+    points = [{**base, **dict(zip((n for n, _ in free), combo))} for combo in combos]
+    points += [enc.sample(rng) for _ in range(random)]
+    return points

@@ -23,7 +23,8 @@ What it does differently from a general-purpose BO sampler:
 * **Pending trials** (RUNNING, from parallel workers) are ``X_pending`` of the acquisition, so a batch
   of asks without tells gives distinct, complementary proposals.
 * **Fixed reference point** (``ctx.reference_point``, stored with the study) on the scaled objectives
-  of :mod:`.reference`, so acquisition and reported hypervolume agree across resumes.
+  (:func:`autopeft.pareto.to_frame`, the frame the reported hypervolume uses), so acquisition and reported
+  hypervolume agree across resumes.
 
 The first ``n_startup`` proposals are random feasible points, spread along the known objectives when
 there are any (best-candidate sampling). Everything is seeded by ``(seed, trial number)``.
@@ -44,9 +45,10 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import AutoPEFTError
+from ..objectives import ESTIMATED_BY
+from ..pareto import to_frame
 from .base import ContextSampler, SamplerContext, register_optimizer
 from .encoding import SpaceEncoder
-from .reference import ESTIMATED_BY, scale_value
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class _Source:
     """Where objective ``name`` comes from in the acquisition."""
 
     name: str
-    sign: float  # +1 maximise, -1 minimise (the acquisition maximises sign * scaled value)
+    direction: str  # the acquisition maximises the scaled value, negated when this is 'minimize' (to_frame)
     kind: str  # model | known | corrected
     known: str | None = None  # name of the known value (itself, or its estimate)
     output: int | None = None  # GP output index
@@ -169,14 +171,13 @@ class MOBOSampler(ContextSampler):
         probe = ctx.known_values(self._enc.sample(np.random.default_rng(0))) if ctx.known else {}
         sources, n_out = [], 0
         for name, direction in zip(ctx.objectives, ctx.directions):
-            sign = 1.0 if direction == "maximize" else -1.0
             if name in probe:
-                sources.append(_Source(name, sign, "known", name))
+                sources.append(_Source(name, direction, "known", name))
             elif ESTIMATED_BY.get(name) in probe:
-                sources.append(_Source(name, sign, "corrected", ESTIMATED_BY[name], n_out))
+                sources.append(_Source(name, direction, "corrected", ESTIMATED_BY[name], n_out))
                 n_out += 1
             else:
-                sources.append(_Source(name, sign, "model", None, n_out))
+                sources.append(_Source(name, direction, "model", None, n_out))
                 n_out += 1
         return sources
 
@@ -196,20 +197,21 @@ class MOBOSampler(ContextSampler):
         return hit
 
     def _known_columns(self, points: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """(n, n_known) signed, scaled known values in source order (for 'known' and 'corrected')."""
+        """(n, n_known) known values in source order (for 'known' and 'corrected'), in the maximisation frame of
+        the objective they stand for (a 'corrected' one's estimate on its objective's scale)."""
         cols = [s for s in self._sources if s.known is not None]
-        out = np.zeros((len(points), len(cols)))
-        for i, v in enumerate(points):
-            known, _ = self._known_and_feasible(v)
-            for j, s in enumerate(cols):
-                out[i, j] = s.sign * scale_value(s.name, known[s.known])
-        return out
+        if not cols:
+            return np.zeros((len(points), 0))
+        raw = [[self._known_and_feasible(v)[0][s.known] for s in cols] for v in points]
+        return to_frame(np.array(raw, dtype=float).reshape(len(points), len(cols)), [s.name for s in cols],
+                        [s.direction for s in cols], "maximize")
 
     def _scaled_reference(self) -> list[float] | None:
         ref = self._ctx.reference_point
         if ref is None:
             return None
-        return [s.sign * scale_value(s.name, ref[s.name]) for s in self._sources]
+        return to_frame([[ref[n] for n in self._ctx.objectives]], self._ctx.objectives, self._ctx.directions,
+                        "maximize")[0].tolist()
 
     # ------------------------------------------------------------------ start-up design
     def _space_filling(self, rng: np.random.Generator, existing: list[FrozenTrial], seen: set) -> dict[str, Any]:
@@ -340,9 +342,9 @@ class MOBOSampler(ContextSampler):
         for s in self._sources:
             if s.known is not None:
                 known_col[s.name] = f + len(known_col)
-        # observed objectives, signed and scaled; targets of the modelled ones
-        obs = torch.tensor([[s.sign * scale_value(s.name, v) for s, v in zip(self._sources, t.values)]
-                            for t in complete], dtype=torch.double)
+        # observed objectives in the maximisation frame; targets of the modelled ones
+        obs = torch.tensor(to_frame([t.values for t in complete], self._ctx.objectives, self._ctx.directions,
+                                    "maximize"), dtype=torch.double)
         Y = torch.zeros(len(complete), max(n_model, 1), dtype=torch.double)
         for j, s in enumerate(self._sources):
             if s.kind == "model":

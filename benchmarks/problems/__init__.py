@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from autopeft.optimizers import SamplerContext
-from autopeft.pareto import HypervolumeFrame, scaled_losses
+from autopeft.pareto import HypervolumeFrame, fixed_frame
 
 #: frozen copies of the shipped spaces the benchmark data were drawn from (see their headers)
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
@@ -55,13 +55,8 @@ class Problem:
 
     def frame(self) -> HypervolumeFrame:
         """The fixed hypervolume frame: 0 at ``bounds``, 1 at ``reference_point`` (log params / memory)."""
-        names, directions = list(self.objectives), list(self.directions)
-
-        def losses(point: Mapping[str, float]) -> np.ndarray:
-            return scaled_losses(np.array([[point[n] for n in names]]), names, directions)[0]
-
-        return HypervolumeFrame(self.objectives, self.directions, losses(self.bounds), losses(self.reference_point),
-                                derived=False)
+        return fixed_frame(self.objectives, self.directions, [self.bounds[n] for n in self.objectives],
+                           [self.reference_point[n] for n in self.objectives])
 
     def normalise(self, values: np.ndarray) -> np.ndarray:
         """(n, m) raw objective values -> (n, m) losses, 0 at the bounds, 1 at the reference point."""
