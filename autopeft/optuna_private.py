@@ -1,12 +1,13 @@
 """Every use of Optuna's private API, in one place.
 
 Optuna has no public API for these (ask/tell under our own heartbeat, the stale-trial query, the heartbeat-less
-running trials), so a new Optuna release that moves them should break here and nowhere else.
+running trials, its exact hypervolume), so a new Optuna release that moves them should break here and nowhere else.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
@@ -35,6 +36,13 @@ def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> A
 def stale_trial_ids(study: optuna.Study) -> list[int]:
     """Ids of running trials whose last heartbeat is older than the storage's grace period."""
     return storage_of(study)._get_stale_trial_ids(study._study_id)
+
+
+def compute_hypervolume(loss_vals: np.ndarray, reference_point: np.ndarray) -> float:
+    """Optuna's exact hypervolume of minimised ``loss_vals`` below ``reference_point`` (see pareto.hypervolume)."""
+    from optuna._hypervolume import compute_hypervolume as hv
+
+    return hv(loss_vals, reference_point)
 
 
 def never_beaten_ids(study: optuna.Study) -> set[int]:

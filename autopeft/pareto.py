@@ -230,7 +230,7 @@ def hypervolume(values: np.ndarray, frame: HypervolumeFrame) -> float:
 
     Points not better than the reference point in every objective add nothing.
     """
-    from optuna._hypervolume import compute_hypervolume
+    from .optuna_private import compute_hypervolume
 
     values = np.asarray(values, dtype=float).reshape(-1, len(frame.names))
     # strictly better than the reference in every objective (a degenerate box, reference == ideal, holds nothing)
@@ -349,5 +349,5 @@ def pick(rule: str, values: np.ndarray, names: Sequence[str], directions: Sequen
     within = np.flatnonzero(column <= limit)
     if not len(within):
         raise ConfigError(f"no completed trial has {name} <= {limit:g} (smallest: {column.min():g})",
-                          f"raise the limit or run more trials")
+                          "raise the limit or run more trials")
     return _best_score(values[within], names, directions, within)

@@ -20,8 +20,8 @@ from .config import StudyConfig, load_study_config, parse_size
 from .errors import ConfigError, StorageError
 from .loop import TrialRunner
 from .objectives import Objective, directions_of
-from .optimizers import SamplerContext, check_reference_point, derive_reference_point, make_sampler
-from .pareto import pick
+from .optimizers import SamplerContext, derive_reference_point, make_sampler
+from .pareto import check_reference_point, pick
 from .records import StatusReport, TrialRecord, ValidationReport, front_of, trial_records
 from .space import SearchSpace
 from .storage import default_storage, lost_storage_error, mask_url, open_storage, storage_exists
