@@ -5,7 +5,8 @@ loss, its perplexity (both minimised) or exact match of a regex-extracted answer
 (fresh copy per trial, per-kind rates, the memory objective), fed instruction batches whose loss covers the
 response tokens only (see :mod:`autopeft.instructions`). The model is the decoder's ``*ForCausalLM``: no task head
 (its LM head is pretrained, often tied to the embeddings, and stays frozen). Not yet: the activation cache (every
-trial runs all layers), MO-ASHA rungs, and exporting a pick.
+trial runs all layers) and MO-ASHA rungs. A LoRA-only pick is exported (autopeft/export.py) as a ``CAUSAL_LM`` PEFT
+adapter.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from torch import nn
 
 from .adapters import PEFTConfig
 from .config import LM_METRICS, ProxyConfig, StudyConfig, TrainerConfig, trainer_config
-from .data import TaskData, load_split
+from .data import TaskData, load_raw_splits
 from .instructions import (IGNORE_INDEX, InstructionSplit, answer_pattern, encode_instructions, exact_match,
                            greedy_generations, iter_instruction_batches)
 from .models import load_causal_lm, model_info
@@ -43,9 +44,10 @@ class CausalLMTrainer(ProxyTrainer):
         self.device = resolve_device(cfg.device)
         if cfg.proxy.threads:
             torch.set_num_threads(cfg.proxy.threads)
-        train = load_split(cfg.task.data, "train", cfg.base_dir)
-        validation = load_split(cfg.task.data, "validation", cfg.base_dir)
-        self.task = TaskData(train, validation, None, 0, [], [], False)
+        # the same readers as the other tasks: files or a datasets source, shares split off train, a test split
+        raw, origin = load_raw_splits(cfg.task.data, cfg.task.type, cfg.base_dir)
+        train, validation, test = raw["train"], raw["validation"], raw.get("test")
+        self.task = TaskData(train, validation, None, 0, [], [], False, test=test, splits=origin)
         self.metric_name = cfg.task.metric or "loss"
         self.model, self.tokenizer = load_causal_lm(cfg.model)
         self.model.eval()
@@ -54,6 +56,9 @@ class CausalLMTrainer(ProxyTrainer):
         self.validation = encode_instructions(validation.texts, validation.labels, self.tokenizer, cfg.proxy.max_length)
         if cfg.proxy.eval_examples:
             self.validation = self.validation.subset(cfg.proxy.eval_examples, cfg.seed)
+        #: rows scored only for the final numbers of refine and export --train (task.data.test), else None
+        self.test = None if test is None else encode_instructions(test.texts, test.labels, self.tokenizer,
+                                                                  cfg.proxy.max_length)
         self.pad_id = self.tokenizer.pad_token_id
         self.pattern = answer_pattern(cfg.task.answer_pattern) if self.metric_name == "exact_match" else None
         self.activations = None

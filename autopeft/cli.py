@@ -237,14 +237,19 @@ def cmd_refine(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_trial
+    from .export import export_trained, export_trial
 
     study = _study(args)
     record = study.trial(args.trial) if args.pick is None else study.pick(args.pick)
     number = record.number
-    out = export_trial(study, record, args.output, train=args.train)
     how = f"picked by '{args.pick}'" if args.pick is not None else ""
-    print(" ".join(filter(None, [f"exported trial {number}", how, "(trained)" if args.train else "", f"to {out}"])))
+    if args.train:
+        trained = export_trained(study, record, args.output)
+        print(" ".join(filter(None, [f"exported trial {number}", how, f"(trained) to {trained.directory}:",
+                                     trained.figures()])))
+        return 0
+    out = export_trial(study, record, args.output)
+    print(" ".join(filter(None, [f"exported trial {number}", how, f"to {out}"])))
     return 0
 
 
@@ -270,9 +275,8 @@ def cmd_train(args) -> int:
 
     out = args.output or str(Path(args.recipe).resolve().parent)
     trained = train_recipe(args.recipe, out)
-    test = "" if trained.test_score is None else f", {trained.metric}={trained.test_score:.4f} (test split)"
-    print(f"trained {trained.metric}={trained.score:.4f} (validation split){test} on {trained.examples} examples x "
-          f"{trained.epochs:g} epoch(s); saved to {trained.directory}")
+    print(f"trained {trained.figures()} on {trained.examples} examples x {trained.epochs:g} epoch(s); saved to "
+          f"{trained.directory}")
     return 0
 
 

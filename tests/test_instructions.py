@@ -187,8 +187,6 @@ def test_causal_lm_study_minimises_perplexity(tmp_path, tiny_lm_dir, capsys):
     capsys.readouterr()
     assert main(["pareto", str(study), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)
-    assert main(["export", str(study), "--pick", "max-score", "-o", str(tmp_path / "out")]) == 2
-    assert "not supported yet" in capsys.readouterr().err
 
 
 def test_causal_lm_exact_match_needs_a_pattern_and_scores_generations(tmp_path, tiny_lm_dir):
@@ -218,3 +216,135 @@ def test_causal_lm_config_without_adapters_is_the_untrained_model(tmp_path, tiny
     result = trainer.run(PEFTConfig.from_dict({}))
     assert (result.params, result.steps, result.score) == (0, 0, pytest.approx(trainer.chance))
     assert result.memory > 0 and result.validation_loss == pytest.approx(result.score)
+
+
+# ------------------------------------------------------------------ exporting a causal_lm pick
+LM_LORA_SPACE = "adapters:\n  lora: {rank: [2, 4], targets: [[query, value], [all-linear]]}\nlayers: per_layer\n"
+
+
+def _lm_export_study(tmp_path, model_dir, space: str) -> "Path":
+    """The tiny causal_lm study on ``space``, with a test split, no references."""
+    import json
+
+    path = _lm_study(tmp_path, model_dir, "perplexity")
+    rows = [{"question": f"what is {a} plus {b}?", "answer": f"it is {a + b}\n#### {a + b}"}
+            for a in range(8, 10) for b in range(6)]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "space.yaml").write_text(space)
+    text = path.read_text().replace("validation: dev.jsonl,", "validation: dev.jsonl, test: test.jsonl,")
+    path.write_text(text.replace("references: true", "references: false"))
+    return path
+
+
+def _peft_causal_lm(model_dir, out):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), str(out)).eval()
+
+
+def _lora_count(model) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+
+
+def _next_token_logits(model, tokenizer) -> torch.Tensor:
+    batch = tokenizer(["what is 3 plus 4?", "name a colour"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def test_causal_lm_lora_pick_exports_a_peft_causal_lm_adapter(tmp_path, tiny_lm_dir, capsys):
+    """export (configuration only), 'autopeft train' on its recipe, and export --train: PEFT loads the adapter on
+    AutoModelForCausalLM with the parameter count the study reported, and generates; --train retrains the same."""
+    import json
+
+    import yaml
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from autopeft import load_adapters
+    from autopeft.cli import main
+    from autopeft.export import RECIPE_FILE, RESULT_FILE
+    from autopeft.models import load_causal_lm
+
+    study = _lm_export_study(tmp_path, tiny_lm_dir, LM_LORA_SPACE)
+    assert main(["validate", str(study)]) == 0
+    assert "40 train / 8 validation / 12 test examples, prompt/response pairs" in capsys.readouterr().out
+    assert main(["run", str(study), "--trials", "2"]) == 0
+    capsys.readouterr()
+    assert main(["pareto", str(study), "--format", "json"]) == 0
+    params = {p["trial"]: p["values"]["params"] for p in json.loads(capsys.readouterr().out)}
+
+    plain = tmp_path / "plain"
+    assert main(["export", str(study), "--pick", "max-score", "-o", str(plain)]) == 0
+    capsys.readouterr()
+    recipe = yaml.safe_load((plain / RECIPE_FILE).read_text())
+    assert recipe["task"]["type"] == "causal_lm" and recipe["task"]["metric"] == "perplexity"
+    assert {recipe["task"]["data"][k] for k in ("prompt", "response")} == {"question", "answer"}
+    reported = params[recipe["source"]["trial"]]
+    assert reported == recipe["source"]["params"] > 0
+    adapter = json.loads((plain / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "CAUSAL_LM" and not adapter["modules_to_save"]
+    assert not (plain / "adapter_model.safetensors").exists()  # no weights before training
+    untrained = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_lm_dir), LoraConfig.from_pretrained(plain))
+    assert untrained.get_nb_trainable_parameters()[0] == _lora_count(untrained) == reported
+
+    # the recipe trains with the causal LM trainer at full fidelity, and reports loss and perplexity by split
+    assert main(["train", str(plain / RECIPE_FILE)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("trained perplexity=") and "loss=" in out and "(validation split)" in out
+    assert "(test split)" in out and "on 40 examples x 1 epoch(s)" in out
+    result = json.loads((plain / RESULT_FILE).read_text())
+    assert (result["split"], result["metric"], result["test_examples"], result["params"]) == (
+        "validation", "perplexity", 12, reported)
+    assert result["score"] == pytest.approx(__import__("math").exp(result["loss"]), rel=1e-6)
+    assert result["test_score"] == pytest.approx(__import__("math").exp(result["test_loss"]), rel=1e-6)
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    peft_model = _peft_causal_lm(tiny_lm_dir, plain)
+    assert type(peft_model).__name__ == "PeftModelForCausalLM" and _lora_count(peft_model) == reported
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
+    want = _next_token_logits(peft_model, tokenizer)
+    assert not torch.allclose(want, _next_token_logits(base, tokenizer))  # the weights moved
+    ours, _ = load_causal_lm(str(tiny_lm_dir))
+    load_adapters(ours, plain)  # autopeft's own files hold the same weights
+    torch.testing.assert_close(_next_token_logits(ours.eval(), tokenizer), want, rtol=0, atol=1e-5)
+    prompt = tokenizer(["what is 3 plus 4?"], return_tensors="pt")["input_ids"]
+    generated = peft_model.generate(input_ids=prompt, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
+    assert generated.shape == (1, prompt.shape[1] + 3) and torch.equal(generated[:, :prompt.shape[1]], prompt)
+
+    # export --train: the same training, straight from the study
+    trained = tmp_path / "trained"
+    assert main(["export", str(study), "--pick", "max-score", "--train", "-o", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert "(trained) to " in out and ": perplexity=" in out and "(validation split)" in out and "(test split)" in out
+    assert _lora_count(_peft_causal_lm(tiny_lm_dir, trained)) == reported
+    assert yaml.safe_load((trained / RECIPE_FILE).read_text())["task"] == recipe["task"]
+    a, b = load_file(plain / "adapter_model.safetensors"), load_file(trained / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
+def test_causal_lm_bottleneck_prefix_pick_exports_for_load_adapters(tmp_path, tiny_lm_dir):
+    from autopeft import Study, export_trial, load_adapters
+    from autopeft.models import load_causal_lm
+
+    space = "adapters:\n  serial: {size: [4]}\n  prefix: {length: [2]}\nlayers: all\n"
+    study = Study.from_yaml(_lm_export_study(tmp_path, tiny_lm_dir, space))
+    study.optimize(n_trials=1)
+    record = study.pick("max-score")
+    assert set(record.config) == {"serial", "prefix"}
+    out = tmp_path / "bp"
+    export_trial(study, record, out, train=True)
+    assert not (out / "adapter_config.json").exists()  # not a PEFT method: autopeft's own format only
+    model, tokenizer = load_causal_lm(str(tiny_lm_dir))
+    load_adapters(model, out)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == record.values["params"]
+    result = __import__("json").loads((out / "train_result.json").read_text())
+    assert result["params"] == record.values["params"] and result["test_examples"] == 12
+    # the trained model the export came from scores what the loaded one scores
+    score = study.trainer.evaluate(model)
+    assert score == pytest.approx(result["score"], rel=1e-5)

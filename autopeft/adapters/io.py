@@ -5,7 +5,8 @@ A directory written by :func:`save_adapters` holds
 * ``autopeft_adapters.json``        -- the (normalised) configuration, model type and autopeft version;
 * ``autopeft_adapters.safetensors`` -- adapter and task-head weights only (when ``weights``);
 * for LoRA-only configurations also ``adapter_config.json`` / ``adapter_model.safetensors``, a standard PEFT
-  adapter that ``PeftModel.from_pretrained(base_model, directory)`` loads without autopeft.
+  adapter that ``PeftModel.from_pretrained(base_model, directory)`` loads without autopeft (task type ``SEQ_CLS``
+  with the head as a module to save; ``CAUSAL_LM`` for a ``*ForCausalLM``, which has no head to save).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import ConfigError
-from ..models import ModelInfo, model_info
+from ..models import ModelInfo, is_causal_lm, model_info
 from . import apply_adapters, count_adapter_params, normalise_config
 from .config import PEFTConfig
 
@@ -94,7 +95,10 @@ def _save_peft_lora(model: nn.Module, config: PEFTConfig, info: ModelInfo, out: 
 
     from .lora import lora_config_for
 
-    peft_config = lora_config_for(config.modules["lora"], info, task_type="SEQ_CLS", modules_to_save=info.arch.head)
+    # a causal LM has no task head (its LM head is pretrained and frozen): PeftModelForCausalLM, which generates
+    causal = is_causal_lm(model)
+    peft_config = lora_config_for(config.modules["lora"], info, task_type="CAUSAL_LM" if causal else "SEQ_CLS",
+                                  modules_to_save=info.arch.head)
     peft_config.base_model_name_or_path = getattr(model.config, "_name_or_path", "") or None
     peft_config.save_pretrained(str(out))
     if not weights:
