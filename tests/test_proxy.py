@@ -9,7 +9,7 @@ import torch
 from autopeft.activation_cache import ActivationCache, cached_batches, start_at_layer
 from autopeft.adapters import PEFTConfig, apply_adapters
 from autopeft.config import load_study_config
-from autopeft.data import EncodedSplit, iter_batches
+from autopeft.batches import EncodedSplit, iter_batches
 from autopeft.models import model_info
 from autopeft.proxy import ProxyTrainer
 
