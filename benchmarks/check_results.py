@@ -996,6 +996,194 @@ claim("league.surrogate_v2", "League table", "Held-out accuracy of version 2 (5-
       "{spearman:.3f}, MAE {mae:.3f}".format(**surrogate()))
 
 
+# ---- Warm start (issue 17) -------------------------------------------------------------------------------------
+WARM, WS = "Warm start: trials to reach", "warm_start.json"
+
+
+def _ws(task: str) -> dict:
+    return json_file(WS)["tasks"][task]
+
+
+def _ws_arm(task: str, arm: str) -> dict:
+    return _ws(task)["arms"][arm]
+
+
+def _ws_table(task: str) -> str:
+    from warm_start import render_table
+
+    return render_table(json_file(WS), task)
+
+
+def _ws_slab(task: str, score: float) -> float:
+    """HV of a head-only point (0 params: the whole params axis) with this score, in the task's frame."""
+    frame = _ws(task)["frame"]
+    ref, ideal = frame["reference_values"]["score"], -frame["ideal"][0]
+    return (score - ref) / (ideal - ref)
+
+
+def _ws_noise(task: str, which: str) -> dict:
+    return _ws(task)["shared_configurations"][which]
+
+
+def _ws_signed(x: float, digits: int = 3) -> str:
+    return f"{x:+.{digits}f}".replace("-", "−")
+
+
+def _ws_delta(task: str, k: int) -> float:
+    return _ws_arm(task, "warm_s1")[f"hv@{k}"] - _ws_arm(task, "cold_s1")[f"hv@{k}"]
+
+
+def _ws_headonly_trec() -> str:
+    s3, s1 = _ws_arm("trec", "warm_s3")["head_only"][0], _ws_arm("trec", "cold_s1")["head_only"][0]
+    a, b = _ws_slab("trec", s3), _ws_slab("trec", s1)
+    lead = _ws_arm("trec", "warm_s3")["hv@30"] - _ws_arm("trec", "cold_s1")["hv@30"]
+    return (f"seed 3's head-only scored {s3:.3f}, against {s1:.3f} for seed 1, so that point alone is worth HV "
+            f"{a:.3f} against {b:.3f}. That difference, {a - b:.3f}, is {'more' if a - b > lead else 'less'} than "
+            f"warm seed 3's whole lead at HV@30 ({lead:.3f}).")
+
+
+def _ws_headonly_sst2() -> str:
+    s2, s1 = _ws_arm("sst2", "cold_s2")["head_only"][0], _ws_arm("sst2", "cold_s1")["head_only"][0]
+    cost = _ws_slab("sst2", s1) - _ws_slab("sst2", s2)
+    gap = _ws_arm("sst2", "cold_s1")["hv@30"] - _ws_arm("sst2", "cold_s2")["hv@30"]
+    return (f"cold seed 2's head-only scored {s2:.3f} against {s1:.3f}, which costs it {cost:.3f}. That is "
+            f"{'more' if cost > gap else 'less'} than its whole gap to seed 1 ({gap:.3f}).")
+
+
+def _ws_paired_reach() -> str:
+    w = [_ws_arm(t, "warm_s1")["reaches_cold_s1_hv30_at"] for t in ("sst2", "trec")]
+    c = [_ws_arm(t, "cold_s1")["reaches_cold_s1_hv30_at"] for t in ("sst2", "trec")]
+    saved = sorted(ci - wi for ci, wi in zip(c, w))
+    return (f"It reaches cold seed 1's HV@30 after {w[0]} trials on SST-2 and {w[1]} on TREC-6. Cold seed 1 itself "
+            f"got there at {c[0]} and {c[1]}, so the saving is between {_ws_signed(saved[0], 0)} and "
+            f"{_ws_signed(saved[1], 0)} trials.")
+
+
+def _ws_within() -> str:
+    a = _ws_arm("sst2", "warm_s1")
+    target = _ws("sst2")["cold_s1_hv30"]
+    k = next(i + 1 for i in range(len(a["hv"])) if all(target - v < 0.001 for v in a["hv"][i:]))
+    return f"within 0.001 of the target from trial {k}"
+
+
+def _ws_early() -> str:
+    n = [_ws_arm(t, "warm_s1")["warm_start"]["ran"] for t in ("sst2", "trec")]
+    w = [_ws_arm(t, "warm_s1")["hv"][k - 1] for t, k in zip(("sst2", "trec"), n)]
+    c = [_ws_arm(t, "cold_s1")["hv"][k - 1] for t, k in zip(("sst2", "trec"), n)]
+    return (f"HV after its {n[0]} / {n[1]} warm trials {w[0]:.3f} / {w[1]:.3f}, against cold seed 1's "
+            f"{c[0]:.3f} / {c[1]:.3f} at the same trial.")
+
+
+def _ws_runtime() -> str:
+    d = json_file(WS)
+    arms = [a for t in d["tasks"].values() for a in t["arms"].values()]
+    walls = [a["wall_s"] / 60 for a in arms]
+    secs = sorted(x for a in arms for x in a["seconds"])
+    return (f"the {len(arms)} studies took {d['wall_s_total'] / 60:.0f} min of wall time in all: "
+            f"{min(walls):.1f}–{max(walls):.1f} min each, {secs[0]:.1f}–{secs[-1]:.1f} s per trial (median "
+            f"{float(np.median(secs)):.1f} s)")
+
+
+def _ws_front(task: str) -> str:
+    w = _ws_arm(task, "warm_s1")["warm_start"]
+    params = [v[1] for v in w["source_values"]]
+    return f"{w['source_front']} front configurations ({min(params):,.0f}–{max(params):,.0f} params)" \
+        if task == "sst2" else f"{w['source_front']} ({min(params):,.0f}–{max(params):,.0f} params)"
+
+
+def _ws_mapped() -> str:
+    ws = [_ws_arm(t, a)["warm_start"] for t in ("sst2", "trec") for a in ("warm_s1", "warm_s3")]
+    fixed = {f for w in ws for f in w["fixed_params"]}
+    space = {w["params_in_space"] for w in ws}
+    whole = len(fixed) == 1 and fixed == space and all(w["enqueued"] == w["ran"] == w["source_front"] for w in ws)
+    failed = sum(1 for t in ("sst2", "trec") for a in ("warm_s1", "warm_s3") for i in _ws_arm(t, a)["warm_start"]
+                 ["trials"] if _ws_arm(t, a)["values"][i] is None)
+    return (f"{'Every configuration mapped whole' if whole else 'Not every configuration mapped whole'}: "
+            f"{min(fixed)} of {min(space)} parameters (same model and space); none collapsed, "
+            f"{'none' if not failed else failed} failed.")
+
+
+#: the two tables as RESULTS.md shows them
+WS_TABLES = {
+    "sst2": """| SST-2 | cold, seed 1 | warm, seed 1 | warm, seed 3 | cold, seed 2 |
+|---|---|---|---|---|
+| warm-start configurations run first | – | 7 (of 7 on TREC-6's front) | 7 (of 7 on TREC-6's front) | – |
+| HV@10 | 0.6139 | 0.6424 | 0.6503 | 0.4705 |
+| HV@20 | 0.6419 | 0.6503 | 0.6559 | 0.5653 |
+| HV@30 | 0.6529 | 0.6596 | 0.6756 | 0.5674 |
+| trials to reach cold seed 1's HV@30 (0.6529) | 25 | 27 | 19 | not reached in 30 (HV@30 0.5674) |
+| same, head-only trials left out (HV@30 of cold seed 1 in that frame: 0.8091) | 25 | 27 | 23 | 19 |
+| best score | 0.770 | 0.770 | 0.760 | 0.780 |
+| head-only score (0 params) | 0.662 | 0.662 | 0.664 | 0.622 |
+| failed trials | 0 | 0 | 0 | 0 |""",
+    "trec": """| TREC-6 | cold, seed 1 | warm, seed 1 | warm, seed 3 | cold, seed 2 |
+|---|---|---|---|---|
+| warm-start configurations run first | – | 9 (of 9 on SST-2's front) | 9 (of 9 on SST-2's front) | – |
+| HV@10 | 0.4128 | 0.4243 | 0.5146 | 0.3583 |
+| HV@20 | 0.4611 | 0.4734 | 0.5260 | 0.3765 |
+| HV@30 | 0.4759 | 0.4836 | 0.5420 | 0.4007 |
+| trials to reach cold seed 1's HV@30 (0.4759) | 27 | 24 | 5 | not reached in 30 (HV@30 0.4007) |
+| same, head-only trials left out (HV@30 of cold seed 1 in that frame: 0.7675) | 27 | 24 | 30 | not reached in 30 (HV@30 0.5920) |
+| best score | 0.814 | 0.822 | 0.814 | 0.830 |
+| head-only score (0 params) | 0.396 | 0.396 | 0.462 | 0.392 |
+| failed trials | 0 | 0 | 0 | 0 |"""}
+for _task in ("sst2", "trec"):
+    claim(f"warm.{_task}.table", WARM, WS_TABLES[_task], WS, functools.partial(_ws_table, _task))
+claim("warm.reference", WARM, "accuracy: 0.52 on SST-2, 0.23 on TREC-6; 742,656 params", WS,
+      lambda: "accuracy: {:.2f} on SST-2, {:.2f} on TREC-6; {:,.0f} params".format(
+          _ws("sst2")["frame"]["reference_values"]["score"], _ws("trec")["frame"]["reference_values"]["score"],
+          _ws("sst2")["frame"]["reference_values"]["params"]))
+claim("warm.front.sst2", WARM, "on SST-2, TREC's 7 front configurations (0–74,560 params);", WS,
+      lambda: f"on SST-2, TREC's {_ws_front('sst2')};")
+claim("warm.front.trec", WARM, "on TREC, SST-2's 9 (0–465,984 params).", WS,
+      lambda: f"on TREC, SST-2's {_ws_front('trec')}.")
+claim("warm.mapped", WARM, "Every configuration mapped whole: 9 of 9 parameters (same model and space); none "
+      "collapsed, none failed.", WS, _ws_mapped)
+claim("warm.designed", WARM, "The warm study reaches cold seed 1's HV@30 after 19 trials on SST-2 and after 5 on "
+      "TREC-6.", WS, lambda: "The warm study reaches cold seed 1's HV@30 after {} trials on SST-2 and after {} on "
+      "TREC-6.".format(*(_ws_arm(t, "warm_s3")["reaches_cold_s1_hv30_at"] for t in ("sst2", "trec"))))
+claim("warm.designed_noise_floor", WARM, "The second cold seed does not reach it in 30 trials.", WS,
+      lambda: "The second cold seed does not reach it in 30 trials." if all(
+          _ws_arm(t, "cold_s2")["reaches_cold_s1_hv30_at"] is None for t in ("sst2", "trec")) else "it does")
+for _task, _label in (("sst2", "SST-2"), ("trec", "TREC-6")):
+    claim(f"warm.noise.{_task}", WARM, {"sst2": "SST-2: by mean 0.021 (29 pairs, max 0.058);",
+                                        "trec": "TREC-6: by mean 0.040 (29 pairs, max 0.082)."}[_task], WS,
+          functools.partial(lambda t, l: "{}: by mean {mean_abs:.3f} ({pairs} pairs, max {max_abs:.3f}){}".format(
+              l, ";" if t == "sst2" else ".", **_ws_noise(t, "different_seed")), _task, _label))
+claim("warm.noise.same_seed", WARM, "Under one seed the scores are identical (7 and 8 pairs, max 0.000).", WS,
+      lambda: "Under one seed the scores are {} ({} and {} pairs, max {:.3f}).".format(
+          "identical" if all(_ws_noise(t, "same_seed")["max_abs"] == 0 for t in ("sst2", "trec")) else "not identical",
+          _ws_noise("sst2", "same_seed")["pairs"], _ws_noise("trec", "same_seed")["pairs"],
+          max(_ws_noise(t, "same_seed")["max_abs"] for t in ("sst2", "trec"))))
+claim("warm.headonly.trec", WARM, "seed 3's head-only scored 0.462, against 0.396 for seed 1, so that point alone is "
+      "worth HV 0.387 against 0.277. That difference, 0.110, is more than warm seed 3's whole lead at HV@30 (0.066).",
+      WS, _ws_headonly_trec)
+claim("warm.headonly.sst2", WARM, "cold seed 2's head-only scored 0.622 against 0.662, which costs it 0.154. That is "
+      "more than its whole gap to seed 1 (0.086).", WS, _ws_headonly_sst2)
+claim("warm.adapters_only", WARM, "cold seed 2 reaches cold seed 1 on SST-2 after 19 trials, and warm seed 3 on "
+      "TREC-6 only at trial 30.", WS, lambda: "cold seed 2 reaches cold seed 1 on SST-2 after {} trials, and warm seed "
+      "3 on TREC-6 only at trial {}.".format(_ws_arm("sst2", "cold_s2")["adapters_only"]["reaches_cold_s1_hv30_at"],
+                                             _ws_arm("trec", "warm_s3")["adapters_only"]["reaches_cold_s1_hv30_at"]))
+claim("warm.paired.hv10", WARM, "HV@10: +0.028 on SST-2, +0.011 on TREC-6;", WS,
+      lambda: f"HV@10: {_ws_signed(_ws_delta('sst2', 10))} on SST-2, {_ws_signed(_ws_delta('trec', 10))} on TREC-6;")
+claim("warm.paired.hv30", WARM, "HV@30: +0.007 and +0.008.", WS,
+      lambda: f"HV@30: {_ws_signed(_ws_delta('sst2', 30))} and {_ws_signed(_ws_delta('trec', 30))}.")
+claim("warm.paired.reach", WARM, "It reaches cold seed 1's HV@30 after 27 trials on SST-2 and 24 on TREC-6. Cold seed "
+      "1 itself got there at 25 and 27, so the saving is between −2 and +3 trials.", WS, _ws_paired_reach)
+claim("warm.paired.within", WARM, "within 0.001 of the target from trial 21", WS, _ws_within)
+claim("warm.overlap", WARM, "So 2 of the 7 TREC configurations given to SST-2, and 3 of the 9 SST-2 ones given to "
+      "TREC,", WS, lambda: "So {} of the {} TREC configurations given to SST-2, and {} of the {} SST-2 ones given to "
+      "TREC,".format(*(_ws_arm(t, "warm_s1")["warm_start"][k] for t in ("sst2", "trec")
+                       for k in ("also_run_by_cold_s1", "ran"))))
+claim("warm.early", WARM, "HV after its 7 / 9 warm trials 0.638 / 0.424, against cold seed 1's 0.609 / 0.413 at the "
+      "same trial.", WS, _ws_early)
+claim("warm.spread", WARM, "(HV@30 0.653 vs 0.567 on SST-2, 0.476 vs 0.401 on TREC-6)", WS,
+      lambda: "(HV@30 {:.3f} vs {:.3f} on SST-2, {:.3f} vs {:.3f} on TREC-6)".format(
+          *(_ws_arm(t, a)["hv@30"] for t in ("sst2", "trec") for a in ("cold_s1", "cold_s2"))))
+claim("warm.runtime", WARM, "the 8 studies took 38 min of wall time in all: 3.5–6.5 min each, 0.4–22.1 s per trial "
+      "(median 8.5 s)", WS, _ws_runtime)
+
+
 # ------------------------------------------------------------------------------------------------ the check
 def sections(text: str) -> dict[str, str]:
     """'### heading' -> its body (up to the next ## or ### heading), normalised."""
